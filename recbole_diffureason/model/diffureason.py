@@ -1,0 +1,367 @@
+r"""
+DiffuReason base: Think-then-Diffuse over any sequential backbone
+##################################################################
+
+Reference:
+    "Think-then-Diffuse: Latent Reasoning with Diffusion Refinement and GRPO Alignment for Sequential
+    Recommendation" (DiffuReason). Implemented from ``specs/algorithms.md`` section 5.
+
+Data flow (Alg. 1)::
+
+    H, h_L   = Backbone(S_u)                                  backbone states
+    tau_1..R = ThinkingTokens(H, h_L)                         Eq. 1, tau_1 = h_L
+    c        = psi(tau_1..tau_R)                              Eq. 2
+    x^T      = tau_R + eps_init                               Eq. 3 (warm start)
+    (mu, sigma) = reverse chain t = T..1 of Den(x^t, t, c)    Eqs. 4-6
+    L = L_rec(mu) + alpha * MSE(mu, v_target) + beta * L_align(z_1..z_G ~ N(mu, sigma))   Eqs. 7-13
+
+Subclasses supply the backbone and the decoder: :meth:`encode`, :meth:`score_all`, :meth:`target_vector`
+and :meth:`action_rewards`. Every [R] resolution of the spec and every Table 3 ablation is a config key;
+``ablation`` sets the keys of one Table 3 row at once.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_diffureason.keys import Bool, Choice, ConfigError, Float, Int, Key
+from recbole_diffureason.modules.alignment import (
+    RANK_METHODS,
+    REWARDS,
+    diag_gaussian_kl,
+    gaussian_policy_loss,
+    sample_actions,
+)
+from recbole_diffureason.modules.refiner import (
+    DENOISER_OUTPUTS,
+    SCHEDULE_USES,
+    DiffusionRefiner,
+    GaussianPolicy,
+    GaussianPolicyHead,
+    keyed_normal,
+)
+from recbole_diffureason.modules.thinking import POOLINGS, THINK_CONTEXTS, ThinkingTokens, build_pooling
+
+# Table 3 rows -> the keys they fix (spec 5.8).
+ABLATIONS: Dict[str, Dict[str, object]] = {
+    "wo_cot": {"reasoning_steps": 1},
+    "wo_diffusion": {"use_diffusion": False},
+    "wo_rl": {"beta": 0.0},
+    "wo_mse": {"alpha": 0.0},
+    "wo_diffusion_rl": {"use_diffusion": False, "beta": 0.0},
+    "with_kl": {"kl_weight": 0.1},
+    "two_stage": {"training_schedule": "two_stage"},
+}
+
+
+class ReasoningOutput(NamedTuple):
+    policy: GaussianPolicy
+    thoughts: torch.Tensor
+    cond: torch.Tensor
+
+
+class DiffuReason(SequentialRecommender):
+    """Think-then-Diffuse (DiffuReason, Eqs. 1-13). Abstract: see :class:`DiffuReasonSASRec`."""
+
+    input_type = InputType.POINTWISE
+    loss_names = ("rec", "diff", "align", "kl")
+    config_keys: Dict[str, Key] = {
+        "hidden_size": Int(min=2),
+        "ablation": Choice(choices=tuple(ABLATIONS), optional=True),
+        "reasoning_steps": Int(min=1),
+        "think_layers": Int(min=1),
+        "think_heads": Int(min=1),
+        "think_inner_size": Int(min=1, optional=True),
+        "think_dropout": Float(min=0.0, max=1.0, max_inclusive=False),
+        "think_step_embedding": Bool(),
+        "think_context": Choice(choices=THINK_CONTEXTS),
+        "pooling": Choice(choices=POOLINGS),
+        "use_diffusion": Bool(),
+        "policy_mean": Choice(choices=("cond", "last_thought")),
+        "diffusion_steps": Int(min=1),
+        "denoiser_hidden_mult": Int(min=1),
+        "denoiser_dropout": Float(min=0.0, max=1.0, max_inclusive=False),
+        "denoiser_output": Choice(choices=DENOISER_OUTPUTS),
+        "sigma_min": Float(min=0.0, min_inclusive=False),
+        "sigma_max": Float(min=0.0, min_inclusive=False),
+        "sigma_softplus_offset": Float(min=0.0),
+        "schedule_s": Float(min=0.0),
+        "schedule_use": Choice(choices=SCHEDULE_USES),
+        "init_noise_scale": Float(min=0.0),
+        "train_sample_intermediate": Bool(),
+        "eval_sample_intermediate": Bool(),
+        "eval_init_noise": Choice(choices=("seeded", "zero")),
+        "eval_noise_seed": Int(min=0),
+        "eval_noise_draws": Int(min=1),
+        "alpha": Float(min=0.0),
+        "beta": Float(min=0.0),
+        "detach_target": Bool(),
+        "diff_loss_reduction": Choice(choices=("mean", "sum")),
+        "group_size": Int(min=2),
+        "reward": Choice(choices=REWARDS),
+        "reward_k": Int(min=1),
+        "reward_rank_method": Choice(choices=RANK_METHODS),
+        "reward_candidates": Int(min=1),
+        "clip_eps": Float(min=0.0),
+        "adv_eps": Float(min=0.0, min_inclusive=False),
+        "detach_actions": Bool(),
+        "kl_weight": Float(min=0.0),
+        "training_schedule": Choice(choices=("end_to_end", "two_stage")),
+        "stage1_epochs": Int(min=1, optional=True),
+        "two_stage_finetune_loss": Choice(choices=("full", "rec_align")),
+        "reasoning_init": Choice(choices=("pytorch", "recbole")),
+    }
+
+    @classmethod
+    def apply_presets(cls, config: dict, explicit: dict) -> None:
+        """``ablation`` fixes the keys of one Table 3 row; setting one of them to another value is an error."""
+        name = config.get("ablation")
+        if name not in ABLATIONS:
+            return
+        for key, value in ABLATIONS[name].items():
+            if key in explicit and explicit[key] != value:
+                raise ConfigError(f"ablation '{name}' sets '{key}' to {value!r}, but {explicit[key]!r} was given.")
+            config[key] = value
+
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        if config["sigma_min"] > config["sigma_max"]:
+            raise ConfigError(f"'sigma_min' ({config['sigma_min']}) must not exceed 'sigma_max' ({config['sigma_max']}).")
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.hidden_size = config["hidden_size"]
+        self._read_loss_config(config)
+        self._read_noise_config(config)
+        self.build_backbone(config, dataset)
+        self.thinker = ThinkingTokens(
+            self.hidden_size,
+            n_steps=config["reasoning_steps"],
+            n_layers=config["think_layers"],
+            n_heads=config["think_heads"],
+            inner_size=config["think_inner_size"],
+            dropout=config["think_dropout"],
+            step_embedding=config["think_step_embedding"],
+            context=config["think_context"],
+        )
+        self.pooling = build_pooling(config["pooling"], self.hidden_size)
+        self.use_diffusion = config["use_diffusion"]
+        self.policy_mean = config["policy_mean"]
+        sigma_args = dict(
+            sigma_min=config["sigma_min"], sigma_max=config["sigma_max"], softplus_offset=config["sigma_softplus_offset"]
+        )
+        if self.use_diffusion:
+            self.refiner = DiffusionRefiner(
+                self.hidden_size,
+                n_steps=config["diffusion_steps"],
+                hidden_mult=config["denoiser_hidden_mult"],
+                dropout=config["denoiser_dropout"],
+                output=config["denoiser_output"],
+                schedule_s=config["schedule_s"],
+                schedule_use=config["schedule_use"],
+                **sigma_args,
+            )
+        else:
+            self.policy_head = GaussianPolicyHead(self.hidden_size, **sigma_args)
+        if config["reasoning_init"] == "recbole":
+            for module in self.reasoning_modules():
+                module.apply(self._recbole_init)
+        self.training_schedule = config["training_schedule"]
+        self.epochs = config["epochs"]
+        self.stage1_epochs = config["stage1_epochs"] or config["epochs"]
+        self.two_stage_finetune_loss = config["two_stage_finetune_loss"]
+        self.stage = "train"
+        self._reference: Optional[Dict[str, torch.Tensor]] = None
+        self._diagnostics: Dict[str, List[float]] = {}
+
+    def _read_loss_config(self, config) -> None:
+        self.alpha, self.beta = float(config["alpha"]), float(config["beta"])
+        self.detach_target = config["detach_target"]
+        self.diff_loss_reduction = config["diff_loss_reduction"]
+        self.group_size = config["group_size"]
+        self.reward, self.reward_k = config["reward"], config["reward_k"]
+        self.reward_rank_method, self.reward_candidates = config["reward_rank_method"], config["reward_candidates"]
+        self.clip_eps, self.adv_eps = float(config["clip_eps"]), float(config["adv_eps"])
+        self.detach_actions = config["detach_actions"]
+        self.kl_weight = float(config["kl_weight"])
+        self.initializer_range = config["initializer_range"] or 0.02
+
+    def _read_noise_config(self, config) -> None:
+        self.init_noise_scale = float(config["init_noise_scale"])
+        self.train_sample_intermediate = config["train_sample_intermediate"]
+        self.eval_sample_intermediate = config["eval_sample_intermediate"]
+        self.eval_init_noise = config["eval_init_noise"]
+        self.eval_noise_seed = config["eval_noise_seed"]
+        self.eval_noise_draws = config["eval_noise_draws"]
+
+    # ------------------------------------------------------------------ subclass hooks
+    def build_backbone(self, config, dataset) -> None:
+        raise NotImplementedError
+
+    def encode(self, interaction) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Backbone states ``H [B, L, d]``, padding mask ``[B, L]`` (True = pad) and ``h_L [B, d]``."""
+        raise NotImplementedError
+
+    def score_all(self, z: torch.Tensor) -> torch.Tensor:
+        """Scores of every item id (column 0 = padding) for latent ``z [B, d]``."""
+        raise NotImplementedError
+
+    def target_vector(self, interaction) -> torch.Tensor:
+        """``v_target`` of the diffusion loss, ``[B, d]``."""
+        raise NotImplementedError
+
+    def action_rewards(self, actions: torch.Tensor, anchor_scores: torch.Tensor, interaction) -> torch.Tensor:
+        """Reward of each sampled latent ``actions [B, G, d]``, ``[B, G]``."""
+        raise NotImplementedError
+
+    def reasoning_modules(self) -> List[nn.Module]:
+        return [self.thinker, self.pooling, self.refiner if self.use_diffusion else self.policy_head]
+
+    def _recbole_init(self, module: nn.Module) -> None:
+        """RecBole's SASRec initialisation (N(0, initializer_range)), the ``reasoning_init: recbole`` option."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+        if isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+
+    # ------------------------------------------------------------------ reasoning
+    def initial_noise(self, interaction, like: torch.Tensor, draw: int = 0) -> torch.Tensor:
+        """``eps_init``: fresh in training; in evaluation zero, or keyed by user id (``eval_init_noise``)."""
+        if self.training:
+            return torch.randn_like(like) * self.init_noise_scale
+        if self.eval_init_noise == "zero" or self.init_noise_scale == 0:
+            return torch.zeros_like(like)
+        if self.USER_ID in interaction.interaction:
+            keys = interaction[self.USER_ID]
+        else:  # a raw history without a user: key on the history itself
+            seq = interaction[self.ITEM_SEQ]
+            keys = (seq * torch.arange(1, seq.size(1) + 1, device=seq.device) * 1_000_003).sum(dim=-1)
+        noise = keyed_normal(keys * self.eval_noise_draws + draw, like.size(-1), self.eval_noise_seed)
+        return noise.to(like.device, like.dtype) * self.init_noise_scale
+
+    def forward(
+        self,
+        interaction,
+        init_noise: Optional[torch.Tensor] = None,
+        draw: int = 0,
+        step_noise: Optional[torch.Tensor] = None,
+    ) -> ReasoningOutput:
+        """Think, then diffuse: the policy ``(mu, sigma)`` for each sequence of ``interaction``."""
+        states, padding, h_last = self.encode(interaction)
+        thoughts = self.thinker(states, padding, h_last)
+        cond = self.pooling(thoughts)
+        if self.use_diffusion:
+            if init_noise is None:
+                init_noise = self.initial_noise(interaction, thoughts[:, -1], draw)
+            start = thoughts[:, -1] + init_noise
+            sample = self.train_sample_intermediate if self.training else self.eval_sample_intermediate
+            policy = self.refiner(start, cond, sample_intermediate=sample, step_noise=step_noise)
+        else:
+            mean = cond if self.policy_mean == "cond" else thoughts[:, -1]
+            policy = self.policy_head(mean, cond)
+        return ReasoningOutput(policy, thoughts, cond)
+
+    def anchor(self, interaction) -> torch.Tensor:
+        """``z_anchor = mu``; averaged over ``eval_noise_draws`` noise draws in evaluation."""
+        if self.training or self.eval_noise_draws == 1 or not self.use_diffusion:
+            return self.forward(interaction).policy.mu
+        return torch.stack([self.forward(interaction, draw=i).policy.mu for i in range(self.eval_noise_draws)]).mean(0)
+
+    # ------------------------------------------------------------------ losses
+    def diffusion_loss(self, mu: torch.Tensor, interaction) -> torch.Tensor:
+        target = self.target_vector(interaction)
+        if self.detach_target:
+            target = target.detach()
+        loss = F.mse_loss(mu, target, reduction="none")
+        return loss.mean() if self.diff_loss_reduction == "mean" else loss.sum(dim=-1).mean()
+
+    def alignment_active(self) -> bool:
+        return self.beta > 0 and self.stage != "pretrain"
+
+    def mse_active(self) -> bool:
+        return self.alpha > 0 and not (self.stage == "finetune" and self.two_stage_finetune_loss == "rec_align")
+
+    def calculate_loss(self, interaction):
+        target = interaction[self.POS_ITEM_ID]
+        init_noise = torch.randn(target.size(0), self.hidden_size, device=target.device) * self.init_noise_scale
+        mu, sigma = self.forward(interaction, init_noise=init_noise).policy
+        scores = self.score_all(mu)
+        rec = F.cross_entropy(scores, target)
+        zero = rec.new_zeros(())
+        diff = self.alpha * self.diffusion_loss(mu, interaction) if self.mse_active() else zero
+        align, kl = zero, zero
+        if self.alignment_active():
+            actions = sample_actions(mu, sigma, self.group_size, detach=self.detach_actions)
+            rewards = self.action_rewards(actions.detach(), scores.detach(), interaction)
+            align, stats = gaussian_policy_loss(mu, sigma, actions, rewards, self.clip_eps, self.adv_eps)
+            align = self.beta * align
+            self._record(**stats)
+            if self.kl_weight > 0:
+                kl = self.beta * self.kl_weight * self.reference_kl(interaction, init_noise, mu, sigma)
+        self._record(sigma_mean=float(sigma.detach().mean()), mu_norm=float(mu.detach().norm(dim=-1).mean()))
+        return rec, diff, align, kl
+
+    # ------------------------------------------------------------------ "with KL" reference policy
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.kl_weight > 0 and self.training_schedule == "end_to_end":
+            self.snapshot_reference()
+
+    def snapshot_reference(self) -> None:
+        """Freeze the current weights as ``pi_ref`` (spec 5.8: refreshed every epoch, or the stage-1 model)."""
+        self._reference = {k: v.detach().clone() for k, v in self.state_dict(keep_vars=True).items()}
+
+    def reference_kl(
+        self, interaction, init_noise: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor
+    ) -> torch.Tensor:
+        """``KL(pi_theta || pi_ref)``; ``pi_ref`` runs without dropout on the same input and warm-start noise."""
+        if self._reference is None:
+            self.snapshot_reference()
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            ref = torch.func.functional_call(self, self._reference, (interaction,), {"init_noise": init_noise}).policy
+        self.train(was_training)
+        return diag_gaussian_kl(mu, sigma, ref.mu, ref.sigma).mean()
+
+    # ------------------------------------------------------------------ stages and diagnostics
+    def training_stages(self) -> List[Tuple[str, int]]:
+        if self.training_schedule == "two_stage":
+            return [("pretrain", self.stage1_epochs), ("finetune", self.epochs)]
+        return [("train", self.epochs)]
+
+    def set_training_stage(self, name: str) -> None:
+        self.stage = name
+        if name == "finetune" and self.kl_weight > 0:
+            self.snapshot_reference()
+
+    def _record(self, **values: float) -> None:
+        for key, value in values.items():
+            self._diagnostics.setdefault(key, []).append(value)
+
+    def pop_diagnostics(self) -> Dict[str, float]:
+        """Per-epoch means of the recorded diagnostics, then reset."""
+        means = {k: sum(v) / len(v) for k, v in self._diagnostics.items() if v}
+        self._diagnostics = {}
+        return means
+
+    # ------------------------------------------------------------------ RecBole prediction API
+    def predict(self, interaction) -> torch.Tensor:
+        mu = self.anchor(interaction)
+        return self.score_items(mu, interaction[self.ITEM_ID])
+
+    def score_items(self, z: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Score of one item per row; subclasses with a cheaper form override it."""
+        return self.score_all(z).gather(1, items.unsqueeze(1)).squeeze(1)
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        return self.score_all(self.anchor(interaction))

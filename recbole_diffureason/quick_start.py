@@ -1,0 +1,146 @@
+"""One function trains and evaluates any model; the CLI, hyper-parameter objectives and DDP ranks call it.
+
+It is RecBole's ``run_recbole`` with this plugin's config, registry and trainer, minus ``get_flops`` (it
+deep-copies the model and is slow for reasoning models), plus a results file and per-epoch timings.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from logging import getLogger
+from pathlib import Path
+from time import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_local_time, init_logger, init_seed, set_color
+
+from recbole_diffureason import checkpoint
+from recbole_diffureason.config import DRConfig
+from recbole_diffureason.data.locate import check_dataset
+from recbole_diffureason.registry import get_model, get_trainer
+
+
+def build_config(
+    model: Optional[str] = None,
+    dataset: Optional[str] = None,
+    config_file_list: Optional[List[str]] = None,
+    config_dict: Optional[dict] = None,
+    cmd_args: Optional[Sequence[str]] = None,
+) -> DRConfig:
+    return DRConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
+                    cmd_args=cmd_args)
+
+
+def prepare_data(config: DRConfig):
+    """RecBole's dataset and dataloaders, after checking that the dataset exists."""
+    check_dataset(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    return dataset, train_data, valid_data, test_data
+
+
+def build_model(config: DRConfig, train_data):
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    return get_model(config["model"])(config, train_data._dataset).to(config["device"])
+
+
+def run(
+    model: Optional[str] = None,
+    dataset: Optional[str] = None,
+    config_file_list: Optional[List[str]] = None,
+    config_dict: Optional[dict] = None,
+    saved: bool = True,
+    cmd_args: Optional[Sequence[str]] = None,
+    queue=None,
+) -> Dict[str, Any]:
+    """Train ``model`` on ``dataset`` with RecBole's pipeline; return RecBole's result dict plus timings.
+
+    Keys: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` (as RecBole's
+    ``run_recbole``), and ``model``, ``dataset``, ``saved_model_file``, ``history`` (per-epoch losses,
+    diagnostics and seconds), ``test_eval_seconds``, ``results_file``.
+    """
+    config = build_config(model, dataset, config_file_list, config_dict, cmd_args)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    dataset_obj, train_data, valid_data, test_data = prepare_data(config)
+    logger.info(dataset_obj)
+    model_obj = build_model(config, train_data)
+    logger.info(model_obj)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+
+    start = time()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    fit_seconds = time() - start
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    result = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "saved_model_file": trainer.saved_model_file if saved else None,
+        "history": getattr(trainer, "history", []),
+        "fit_seconds": fit_seconds,
+        "test_eval_seconds": getattr(trainer, "last_eval_seconds", None),
+    }
+    if config["local_rank"] == 0:
+        result["results_file"] = write_results(config, result)
+        logger.info(set_color("results written to", "yellow") + f": {result['results_file']}")
+    if not config["single_spec"]:
+        torch.distributed.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def write_results(config: DRConfig, result: Dict[str, Any]) -> str:
+    path = config["results_file"] or str(
+        Path(config["checkpoint_dir"]) / f"{config['model']}-{config['dataset']}-{get_local_time()}.json"
+    )
+    payload = {
+        **{k: v for k, v in result.items() if k != "results_file"},
+        "command": sys.argv,
+        "seed": config["seed"],
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "device": str(config["device"])},
+        "config": config.plain_dict(),
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(checkpoint.to_plain(payload), f, indent=2, default=str)
+    return path
+
+
+def load_data_and_model(model_file: str, config_dict: Optional[dict] = None) -> Tuple:
+    """Rebuild ``(config, model, dataset, train_data, valid_data, test_data)`` from one of our checkpoints.
+
+    The file is read with ``weights_only=True`` and mapped to CPU first; ``config_dict`` may override
+    runtime keys such as ``data_path`` (when the data moved), ``device`` or ``eval_batch_size``.
+    """
+    state = checkpoint.load(model_file, map_location="cpu")
+    values = dict(state["config_dict"])
+    values.update(config_dict or {})
+    config = DRConfig.from_plain_dict(values)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset, train_data, valid_data, test_data = prepare_data(config)
+    model = build_model(config, train_data)
+    model.load_state_dict(state["state_dict"])
+    model.load_other_parameter(state.get("other_parameter"))
+    model.to(config["device"])
+    return config, model, dataset, train_data, valid_data, test_data

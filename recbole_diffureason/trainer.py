@@ -1,0 +1,235 @@
+"""``DRTrainer``: RecBole's ``Trainer`` with safe checkpoints, exact resume, staged training and named logs.
+
+The training loop, early stopping and full-sort evaluation are RecBole's own. This module only changes
+what RecBole gets wrong on a modern stack or what long benchmark runs need:
+
+* checkpoints load with ``torch.load(..., weights_only=True)`` (``checkpoint.py``);
+* after every validation a ``*-last.pth`` file holds the full training state (weights, optimizer, early
+  stopping, every RNG and the train loader's shuffling generator), so ``resume=True`` continues a killed run
+  exactly where it stopped;
+* models that declare ``training_stages()`` (two-stage ablations, LARES SPT -> RPT) run their stages in one
+  ``fit`` call; each later stage starts from the best checkpoint of the stage before, with a fresh optimizer;
+* loss terms are logged under the names in ``model.loss_names`` and the model's diagnostics
+  (``model.pop_diagnostics()``) are logged once per epoch; per-epoch wall times go to ``self.history``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from time import time
+from typing import Any, Dict, List, Optional
+
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+from recbole_diffureason import checkpoint
+
+
+def last_checkpoint_path(saved_model_file: str) -> str:
+    path = Path(saved_model_file)
+    return str(path.with_name(path.stem + "-last" + path.suffix))
+
+
+class DRTrainerMixin:
+    """Put in front of any ``recbole.trainer.Trainer`` subclass (``class T(DRTrainerMixin, Trainer)``)."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        if config["saved_model_file"]:
+            self.saved_model_file = str(config["saved_model_file"])
+            Path(self.saved_model_file).parent.mkdir(parents=True, exist_ok=True)
+        self.history: List[Dict[str, Any]] = []
+        self.stage_index = 0
+        self._epoch_record: Dict[str, Any] = {}
+        self._resumed_stage_finished = False
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_payload(self, epoch: int) -> Dict[str, Any]:
+        return {
+            "config_dict": self.config.plain_dict() if hasattr(self.config, "plain_dict")
+            else checkpoint.to_plain(self.config.final_config_dict),
+            "model_class": self.config["model"],
+            "epoch": int(epoch),
+            "stage_index": int(self.stage_index),
+            "cur_step": int(self.cur_step),
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": checkpoint.to_plain(self.model.other_parameter()),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        path = kwargs.pop("saved_model_file", self.saved_model_file)
+        checkpoint.save(self._checkpoint_payload(epoch), path)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {path}")
+
+    def _load_weights(self, path: str) -> Dict[str, Any]:
+        state = checkpoint.load(path, map_location=self.device)
+        self.model.load_state_dict(state["state_dict"])
+        self.model.load_other_parameter(state.get("other_parameter"))
+        return state
+
+    def resume_checkpoint(self, resume_file):
+        """RecBole's API: continue training from a checkpoint written by this trainer."""
+        self.saved_model_file = str(resume_file)
+        state = self._load_weights(self.saved_model_file)
+        if state.get("model_class", self.config["model"]).lower() != self.config["model"].lower():
+            self.logger.warning("The checkpoint was written by another model; its weights may not fit.")
+        self.start_epoch = state["epoch"] + 1
+        self.cur_step = state["cur_step"]
+        self.best_valid_score = state["best_valid_score"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return None
+        if load_best_model:
+            if not self.config["single_spec"]:
+                torch.distributed.barrier()
+            path = model_file or self.saved_model_file
+            self._load_weights(path)
+            self.logger.info(f"Loading model structure and parameters from {path}")
+        start = time()
+        result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        self.last_eval_seconds = time() - start
+        return result
+
+    def _save_resume_state(self, epoch_idx: int, train_data) -> None:
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        payload = self._checkpoint_payload(epoch_idx)
+        payload.update(
+            best_valid_result=checkpoint.to_plain(dict(self.best_valid_result or {})),
+            history=checkpoint.to_plain(self.history),
+            rng=checkpoint.rng_state(),
+            loader_generator=train_data.generator.get_state() if hasattr(train_data, "generator") else None,
+        )
+        checkpoint.save(payload, last_checkpoint_path(self.saved_model_file))
+
+    def _try_resume(self, train_data) -> bool:
+        path = last_checkpoint_path(self.saved_model_file)
+        if not (self.config["resume"] and Path(path).is_file()):
+            return False
+        state = self._load_weights(path)
+        self.stage_index = state["stage_index"]
+        self.start_epoch = state["epoch"] + 1
+        self.cur_step = state["cur_step"]
+        self.best_valid_score = state["best_valid_score"]
+        self.best_valid_result = state["best_valid_result"] or None
+        self.history = list(state["history"])
+        self._pending_optimizer_state = state["optimizer"]
+        checkpoint.set_rng_state(state["rng"])
+        if state.get("loader_generator") is not None and hasattr(train_data, "generator"):
+            train_data.generator.set_state(state["loader_generator"])
+        self._resumed_stage_finished = self.cur_step > self.stopping_step
+        self.logger.info(
+            set_color("Resuming", "blue") + f" from {path}: stage {self.stage_index}, epoch {self.start_epoch}"
+        )
+        return True
+
+    # ------------------------------------------------------------------ training loop hooks
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        hook = getattr(self.model, "on_epoch_start", None)
+        if callable(hook):
+            hook(epoch_idx)
+        start = time()
+        losses = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        n_batches = max(len(train_data), 1)
+        names = list(getattr(self.model, "loss_names", ()) or ())
+        values = losses if isinstance(losses, tuple) else (losses,)
+        if len(names) != len(values):
+            names = [f"loss{i + 1}" for i in range(len(values))] if len(values) > 1 else ["loss"]
+        pop = getattr(self.model, "pop_diagnostics", None)
+        self._epoch_record = {
+            "stage": self._stage_name(),
+            "epoch": int(epoch_idx),
+            "train_seconds": time() - start,
+            "losses": {n: float(v) / n_batches for n, v in zip(names, values)},
+            "diagnostics": pop() if callable(pop) else {},
+        }
+        self.history.append(self._epoch_record)
+        return losses
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        record = self._epoch_record
+        des = self.config["loss_decimal_place"] or 4
+        text = set_color(f"epoch {epoch_idx} training", "green") + " [" + set_color("time", "blue")
+        text += f": {e_time - s_time:.2f}s, " + set_color("train loss (mean per batch)", "blue") + ": "
+        text += ", ".join(f"{k}: {v:.{des}f}" for k, v in record.get("losses", {}).items()) + "]"
+        if record.get("diagnostics"):
+            text += "\n" + set_color("diagnostics", "blue") + ": "
+            text += ", ".join(f"{k}: {v:.{des}f}" for k, v in record["diagnostics"].items())
+        return text
+
+    def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
+        for name, value in self._epoch_record.get("losses", {}).items():
+            self.tensorboard.add_scalar(f"{tag}/{name}", value, epoch_idx)
+        for name, value in self._epoch_record.get("diagnostics", {}).items():
+            self.tensorboard.add_scalar(f"Diagnostics/{name}", value, epoch_idx)
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        start = time()
+        score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self._epoch_record.update(valid_seconds=time() - start, valid_score=float(score), valid_result=dict(result))
+        return score, result
+
+    # ------------------------------------------------------------------ stages
+    def _stages(self):
+        stages = getattr(self.model, "training_stages", None)
+        return stages() if callable(stages) else [("train", self.config["epochs"])]
+
+    def _stage_name(self) -> str:
+        return self._stages()[self.stage_index][0]
+
+    def _enter_stage(self, index: int, fresh: bool, saved: bool) -> None:
+        """Switch the model to stage ``index``; a fresh stage starts from the best weights so far."""
+        name, epochs = self._stages()[index]
+        self.stage_index = index
+        if fresh and index > 0:
+            if saved:
+                self._load_weights(self.saved_model_file)
+            self.start_epoch, self.cur_step = 0, 0
+            self.best_valid_score = -float("inf") if self.valid_metric_bigger else float("inf")
+            self.best_valid_result = None
+        setter = getattr(self.model, "set_training_stage", None)
+        if callable(setter):
+            setter(name)
+        if fresh:
+            lr = self.config[f"{name}_learning_rate"] or self.learning_rate
+            self.optimizer = self._build_optimizer(params=self.model.parameters(), learning_rate=lr)
+        self.epochs = epochs
+        self.eval_step = min(self.config["eval_step"], epochs)
+        self.logger.info(set_color(f"Training stage '{name}'", "yellow") + f" for up to {epochs} epochs")
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        resumed = self._try_resume(train_data)
+        stages = self._stages()
+
+        def on_validated(epoch_idx, valid_score):
+            if saved:
+                self._save_resume_state(epoch_idx, train_data)
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+
+        result = (self.best_valid_score, self.best_valid_result)
+        for index in range(self.stage_index, len(stages)):
+            continuing = resumed and index == self.stage_index
+            self._enter_stage(index, fresh=not continuing, saved=saved)
+            if continuing:
+                self.optimizer.load_state_dict(self._pending_optimizer_state)
+                if self._resumed_stage_finished:
+                    continue
+            result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn=on_validated)
+            if index + 1 < len(stages):
+                self.start_epoch = 0
+        return result
+
+
+class DRTrainer(DRTrainerMixin, Trainer):
+    """RecBole's ``Trainer`` with this plugin's checkpoints, resume, stages and logging."""
