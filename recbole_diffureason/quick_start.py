@@ -44,8 +44,12 @@ def prepare_data(config: DRConfig):
 
 
 def build_model(config: DRConfig, train_data):
+    model_class = get_model(config["model"])
+    # Importing RecBole's sequential models runs sine.py, which switches autograd anomaly detection on for
+    # the whole process; it changes no number but makes every backward pass much slower.
+    torch.autograd.set_detect_anomaly(bool(config["detect_anomaly"]))
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    return get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    return model_class(config, train_data._dataset).to(config["device"])
 
 
 def run(
@@ -56,12 +60,14 @@ def run(
     saved: bool = True,
     cmd_args: Optional[Sequence[str]] = None,
     queue=None,
+    evaluate_test: bool = True,
 ) -> Dict[str, Any]:
     """Train ``model`` on ``dataset`` with RecBole's pipeline; return RecBole's result dict plus timings.
 
     Keys: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` (as RecBole's
     ``run_recbole``), and ``model``, ``dataset``, ``saved_model_file``, ``history`` (per-epoch losses,
-    diagnostics and seconds), ``test_eval_seconds``, ``results_file``.
+    diagnostics and seconds), ``test_eval_seconds``, ``results_file``. ``evaluate_test=False`` never touches
+    the test split (model-selection sweeps); ``test_result`` is then ``None``.
     """
     config = build_config(model, dataset, config_file_list, config_dict, cmd_args)
     init_seed(config["seed"], config["reproducibility"])
@@ -81,7 +87,9 @@ def run(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
     fit_seconds = time() - start
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result = None
+    if evaluate_test:
+        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
