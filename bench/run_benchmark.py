@@ -1,0 +1,205 @@
+"""Run a benchmark protocol and write its results to docs/results/<protocol>.json and .md.
+
+    python bench/run_benchmark.py bench/protocols/beauty_cpu.yaml [--jobs 1] [--only NAME ...]
+
+A protocol file names a dataset (and how to convert it from ../shared at run time), the settings shared by
+every run, and the runs (model + overrides) with their seeds. Each run is a subprocess of ``bench/worker.py``
+with a fixed checkpoint path and ``resume=True``: restarting the command skips finished runs and continues
+unfinished ones from their last epoch. Runs go one after another unless ``--jobs`` > 1 (then each gets
+``OMP_NUM_THREADS = threads // jobs``, and timing ratios are not comparable: use ``--jobs 1`` for timings).
+Model selection uses the validation split only; the test split is evaluated once, on the best-valid model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, List
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+
+
+def load_protocol(path: Path) -> Dict[str, Any]:
+    with open(path, "r", encoding="utf-8") as f:
+        protocol = yaml.safe_load(f)
+    for key in ("name", "dataset", "runs"):
+        if key not in protocol:
+            raise SystemExit(f"{path}: protocol needs a '{key}' entry.")
+    return protocol
+
+
+def ensure_dataset(protocol: Dict[str, Any], data_root: Path) -> None:
+    name = protocol["dataset"]
+    if name == "ml-100k" or (data_root / name / f"{name}.inter").is_file():
+        return
+    source = protocol.get("source")
+    if not source:
+        raise SystemExit(f"Dataset {name} is missing under {data_root} and the protocol names no source.")
+    from recbole_diffureason.data.convert import convert
+
+    stats = convert((ROOT / source["input"]).resolve(), name, data_root, source.get("format", "auto"))
+    print(f"converted {source['input']}: {stats.summary()}", flush=True)
+
+
+def run_one(protocol: Dict[str, Any], run: Dict[str, Any], seed: int, work: Path, data_root: Path, threads: int) -> Dict:
+    tag = f"{run['name']}-seed{seed}"
+    result_file = work / f"{tag}.json"
+    if result_file.is_file():
+        with open(result_file, "r", encoding="utf-8") as f:
+            done = json.load(f)
+        if done.get("finished"):
+            print(f"[{tag}] already finished, skipping", flush=True)
+            return done
+    config = {
+        **protocol.get("common", {}),
+        **run.get("overrides", {}),
+        "seed": seed,
+        "data_path": str(data_root),
+        "checkpoint_dir": str(work),
+        "saved_model_file": str(work / f"{tag}.pth"),
+        "results_file": str(work / f"{tag}.run.json"),
+        "resume": True,
+        "show_progress": False,
+    }
+    spec = {
+        "model": run["model"],
+        "dataset": protocol["dataset"],
+        "config_dict": config,
+        "evaluate_test": protocol.get("evaluate_test", True),
+        "result_file": str(result_file),
+        "tag": tag,
+    }
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    log = work / f"{tag}.log"
+    print(f"[{tag}] started (log: {log})", flush=True)
+    start = time.time()
+    with open(log, "a", encoding="utf-8") as f:
+        code = subprocess.call(
+            [sys.executable, str(ROOT / "bench" / "worker.py"), json.dumps(spec)], stdout=f, stderr=subprocess.STDOUT,
+            env=env, cwd=str(ROOT),
+        )
+    if code != 0:
+        print(f"[{tag}] FAILED with exit code {code}; see {log}", flush=True)
+        return {"tag": tag, "finished": False, "error": f"exit code {code}"}
+    with open(result_file, "r", encoding="utf-8") as f:
+        done = json.load(f)
+    print(f"[{tag}] finished in {time.time() - start:.0f}s", flush=True)
+    return done
+
+
+def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[str, Any]:
+    rows = []
+    for res in results:
+        if not res.get("finished"):
+            rows.append({"tag": res.get("tag"), "finished": False, "error": res.get("error")})
+            continue
+        history = [h for h in res["history"] if "train_seconds" in h]
+        rows.append({
+            "tag": res["tag"],
+            "name": res["name"],
+            "model": res["model"],
+            "seed": res["seed"],
+            "finished": True,
+            "epochs_trained": len(history),
+            "best_epoch": res.get("best_epoch"),
+            "train_seconds_per_epoch": sum(h["train_seconds"] for h in history) / max(len(history), 1),
+            "valid_eval_seconds": sum(h.get("valid_seconds", 0.0) for h in history) / max(len(history), 1),
+            "test_eval_seconds": res.get("test_eval_seconds"),
+            "valid": res["best_valid_result"],
+            "test": res["test_result"],
+            "wall_seconds": res.get("wall_seconds"),
+            "overrides": res.get("overrides"),
+        })
+    base = {r["seed"]: r for r in rows if r.get("finished") and r["model"] == protocol.get("baseline", "SASRec")}
+    for r in rows:
+        b = base.get(r.get("seed"))
+        if r.get("finished") and b:
+            r["train_time_ratio"] = r["train_seconds_per_epoch"] / b["train_seconds_per_epoch"]
+            r["eval_time_ratio"] = r["valid_eval_seconds"] / b["valid_eval_seconds"] if b["valid_eval_seconds"] else None
+    return {
+        "protocol": protocol["name"],
+        "dataset": protocol["dataset"],
+        "description": protocol.get("description", ""),
+        "common": protocol.get("common", {}),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
+                    "cpu_count": os.cpu_count()},
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "rows": rows,
+        "paper": protocol.get("paper", {}),
+        "reference": protocol.get("reference", {}),
+    }
+
+
+def fmt(v, digits=4):
+    return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def to_markdown(summary: Dict[str, Any]) -> str:
+    lines = [f"# {summary['protocol']}: {summary['dataset']}", "", summary.get("description", "").strip(), ""]
+    lines += [f"Command: `{summary['command']}`", f"Machine: {summary['machine']['platform']}, "
+              f"{summary['machine']['cpu_count']} CPUs, Python {summary['machine']['python']}", ""]
+    header = "| run | seed | split | " + " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS)
+    lines += [header + " | epochs | s/epoch (train) | s/eval (valid) | train x | eval x |",
+              "|" + "---|" * (len(METRICS) + 8)]
+    for r in summary["rows"]:
+        if not r.get("finished"):
+            lines.append(f"| {r['tag']} | | not finished: {r.get('error')} |" + " |" * (len(METRICS) + 5))
+            continue
+        for split in ("test", "valid"):
+            values = r.get(split) or {}
+            timing = [str(r["epochs_trained"]), fmt(r["train_seconds_per_epoch"], 1), fmt(r["valid_eval_seconds"], 2),
+                      fmt(r.get("train_time_ratio"), 2), fmt(r.get("eval_time_ratio"), 2)] if split == "test" else [""] * 5
+            lines.append(f"| {r['name']} | {r['seed']} | {split} | " + " | ".join(fmt(values.get(m)) for m in METRICS)
+                         + " | " + " | ".join(timing) + " |")
+    for title, block in (("Reference (measured elsewhere, same protocol)", summary.get("reference")),
+                         ("Papers (their protocol and sizes; not comparable run for run)", summary.get("paper"))):
+        if block:
+            lines += ["", f"## {title}", "", "| source | " + " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS) + " |",
+                      "|" + "---|" * (len(METRICS) + 1)]
+            for source, values in block.items():
+                lines.append(f"| {source} | " + " | ".join(fmt(values.get(m)) for m in METRICS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("protocol", type=Path)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (timings are only comparable with 1)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads shared by the jobs")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these run names")
+    parser.add_argument("--work", type=Path, default=None, help="work folder (default bench/work/<protocol>)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results", help="where the summary goes")
+    args = parser.parse_args()
+
+    protocol = load_protocol(args.protocol)
+    work = (args.work or ROOT / "bench" / "work" / protocol["name"]).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    data_root = work.parent / "dataset"
+    ensure_dataset(protocol, data_root)
+    jobs = [(run, seed) for run in protocol["runs"] if not args.only or run["name"] in args.only
+            for seed in run.get("seeds", protocol.get("seeds", [2020]))]
+    threads = max(1, args.threads // max(args.jobs, 1))
+    with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+        results = list(pool.map(lambda job: run_one(protocol, job[0], job[1], work, data_root, threads), jobs))
+    summary = summarise(protocol, results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / f"{protocol['name']}.json", "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    with open(args.out / f"{protocol['name']}.md", "w", encoding="utf-8") as f:
+        f.write(to_markdown(summary))
+    print(to_markdown(summary))
+    return 0 if all(r.get("finished") for r in summary["rows"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
