@@ -71,7 +71,7 @@ class DiffuReason(SequentialRecommender):
     """Think-then-Diffuse (DiffuReason, Eqs. 1-13). Abstract: see :class:`DiffuReasonSASRec`."""
 
     input_type = InputType.POINTWISE
-    loss_names = ("rec", "diff", "align", "kl")
+    loss_names = ("rec", "diff", "align", "kl", "backbone_rec")
     config_keys: Dict[str, Key] = {
         "hidden_size": Int(min=2),
         "ablation": Choice(choices=tuple(ABLATIONS), optional=True),
@@ -89,6 +89,7 @@ class DiffuReason(SequentialRecommender):
         "denoiser_hidden_mult": Int(min=1),
         "denoiser_dropout": Float(min=0.0, max=1.0, max_inclusive=False),
         "denoiser_output": Choice(choices=DENOISER_OUTPUTS),
+        "denoiser_zero_init": Bool(),
         "sigma_min": Float(min=0.0, min_inclusive=False),
         "sigma_max": Float(min=0.0, min_inclusive=False),
         "sigma_softplus_offset": Float(min=0.0),
@@ -104,6 +105,8 @@ class DiffuReason(SequentialRecommender):
         "beta": Float(min=0.0),
         "detach_target": Bool(),
         "diff_loss_reduction": Choice(choices=("mean", "sum")),
+        "diff_loss": Choice(choices=("mse", "cosine")),
+        "backbone_rec_weight": Float(min=0.0),
         "group_size": Int(min=2),
         "reward": Choice(choices=REWARDS),
         "reward_k": Int(min=1),
@@ -166,6 +169,7 @@ class DiffuReason(SequentialRecommender):
                 output=config["denoiser_output"],
                 schedule_s=config["schedule_s"],
                 schedule_use=config["schedule_use"],
+                zero_init=config["denoiser_zero_init"],
                 **sigma_args,
             )
         else:
@@ -185,6 +189,8 @@ class DiffuReason(SequentialRecommender):
         self.alpha, self.beta = float(config["alpha"]), float(config["beta"])
         self.detach_target = config["detach_target"]
         self.diff_loss_reduction = config["diff_loss_reduction"]
+        self.diff_loss_kind = config["diff_loss"]
+        self.backbone_rec_weight = float(config["backbone_rec_weight"])
         self.group_size = config["group_size"]
         self.reward, self.reward_k = config["reward"], config["reward_k"]
         self.reward_rank_method, self.reward_candidates = config["reward_rank_method"], config["reward_candidates"]
@@ -282,6 +288,8 @@ class DiffuReason(SequentialRecommender):
         target = self.target_vector(interaction)
         if self.detach_target:
             target = target.detach()
+        if self.diff_loss_kind == "cosine":
+            return (1.0 - F.cosine_similarity(mu, target, dim=-1)).mean()
         loss = F.mse_loss(mu, target, reduction="none")
         return loss.mean() if self.diff_loss_reduction == "mean" else loss.sum(dim=-1).mean()
 
@@ -294,7 +302,8 @@ class DiffuReason(SequentialRecommender):
     def calculate_loss(self, interaction):
         target = interaction[self.POS_ITEM_ID]
         init_noise = torch.randn(target.size(0), self.hidden_size, device=target.device) * self.init_noise_scale
-        mu, sigma = self.forward(interaction, init_noise=init_noise).policy
+        out = self.forward(interaction, init_noise=init_noise)
+        mu, sigma = out.policy
         scores = self.score_all(mu)
         rec = F.cross_entropy(scores, target)
         zero = rec.new_zeros(())
@@ -308,8 +317,11 @@ class DiffuReason(SequentialRecommender):
             self._record(**stats)
             if self.kl_weight > 0:
                 kl = self.beta * self.kl_weight * self.reference_kl(interaction, init_noise, mu, sigma)
+        backbone = zero
+        if self.backbone_rec_weight > 0:  # h_L = tau_1
+            backbone = self.backbone_rec_weight * F.cross_entropy(self.score_all(out.thoughts[:, 0]), target)
         self._record(sigma_mean=float(sigma.detach().mean()), mu_norm=float(mu.detach().norm(dim=-1).mean()))
-        return rec, diff, align, kl
+        return rec, diff, align, kl, backbone
 
     # ------------------------------------------------------------------ "with KL" reference policy
     def on_epoch_start(self, epoch: int) -> None:

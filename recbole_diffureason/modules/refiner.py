@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-DENOISER_OUTPUTS = ("direct", "residual")
+DENOISER_OUTPUTS = ("direct", "residual", "cond_residual")
 SCHEDULE_USES = ("none", "scale_step_noise")
 
 
@@ -71,8 +71,10 @@ class DiffusionRefiner(nn.Module):
     """Learned Gaussian reverse chain conditioned on the pooled thought ``c``.
 
     Denoiser (appendix C.1.2): ``Linear(2d,4d) -> SiLU -> Dropout -> Linear(4d,4d) -> SiLU -> Dropout ->
-    Linear(4d,2d)``, split into ``mu_t`` (direct, or ``x^t +`` output when ``output='residual'``) and
-    ``sigma_t = clamp(softplus(.) + 1e-5, 1e-3, 1)``. The time embedding is sinusoidal followed by a
+    Linear(4d,2d)``, split into ``mu_t`` and ``sigma_t = clamp(softplus(.) + 1e-5, 1e-3, 1)``. ``mu_t`` is the
+    output itself (``direct``, the paper), ``x^t + output`` (``residual``) or ``c + output`` (``cond_residual``:
+    every step refines the pooled thought). ``zero_init`` starts the mu half of the last layer at zero, so
+    that the residual forms begin as the identity. The time embedding is sinusoidal followed by a
     two-layer SiLU MLP. The cosine schedule is kept as a buffer for logging; as the paper writes it, it does
     not enter the chain (``schedule_use='scale_step_noise'`` scales the step noise by sqrt(1 - alpha_bar)).
     """
@@ -89,6 +91,7 @@ class DiffusionRefiner(nn.Module):
         output: str = "direct",
         schedule_s: float = 0.008,
         schedule_use: str = "none",
+        zero_init: bool = False,
     ):
         super().__init__()
         if output not in DENOISER_OUTPUTS:
@@ -104,6 +107,9 @@ class DiffusionRefiner(nn.Module):
         self.body = nn.Sequential(
             nn.SiLU(), nn.Dropout(dropout), nn.Linear(wide, wide), nn.SiLU(), nn.Dropout(dropout), nn.Linear(wide, 2 * d)
         )
+        if zero_init:
+            nn.init.zeros_(self.body[-1].weight[:d])
+            nn.init.zeros_(self.body[-1].bias[:d])
         self.register_buffer("alpha_bar", cosine_alpha_bar(n_steps, schedule_s), persistent=False)
         self.register_buffer("steps", torch.arange(1, n_steps + 1), persistent=False)
 
@@ -111,13 +117,15 @@ class DiffusionRefiner(nn.Module):
         """``t_emb`` for t = 1..T, shape ``[T, d]`` (row t-1 is step t)."""
         return self.time_mlp(sinusoidal_embedding(self.steps, self.hidden_size))
 
-    def denoise(self, x_t: torch.Tensor, t_emb: torch.Tensor, cond_part: torch.Tensor) -> GaussianPolicy:
+    def denoise(self, x_t: torch.Tensor, t_emb: torch.Tensor, cond: torch.Tensor, cond_part: torch.Tensor) -> GaussianPolicy:
         """One reverse step. ``cond_part`` is the input layer applied to ``c`` alone, which is the same at every t."""
         d = self.hidden_size
         hidden = cond_part + F.linear(x_t + t_emb, self.input_layer.weight[:, d:], self.input_layer.bias)
         mu, raw_sigma = self.body(hidden).chunk(2, dim=-1)
         if self.output == "residual":
             mu = x_t + mu
+        elif self.output == "cond_residual":
+            mu = cond + mu
         return GaussianPolicy(mu, bounded_sigma(raw_sigma, *self.sigma_bounds))
 
     def step_noise_scale(self, t: int) -> float:
@@ -144,7 +152,7 @@ class DiffusionRefiner(nn.Module):
         x = x_start
         policy = None
         for t in range(self.n_steps, 0, -1):
-            policy = self.denoise(x, t_emb[t - 1], cond_part)
+            policy = self.denoise(x, t_emb[t - 1], cond, cond_part)
             if t == 1:
                 break
             if sample_intermediate:
