@@ -189,16 +189,29 @@ def main() -> int:
     jobs = [(run, seed) for run in protocol["runs"] if not args.only or run["name"] in args.only
             for seed in run.get("seeds", protocol.get("seeds", [2020]))]
     threads = max(1, args.threads // max(args.jobs, 1))
+    results: List[Dict[str, Any]] = []
+
+    def finish(job):
+        results.append(run_one(protocol, job[0], job[1], work, data_root, threads))
+        write_summary(protocol, sorted(results, key=lambda r: r.get("tag", "")), args.out)
+
     with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
-        results = list(pool.map(lambda job: run_one(protocol, job[0], job[1], work, data_root, threads), jobs))
-    summary = summarise(protocol, results)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / f"{protocol['name']}.json", "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-    with open(args.out / f"{protocol['name']}.md", "w", encoding="utf-8") as f:
-        f.write(to_markdown(summary))
+        list(pool.map(finish, jobs))
+    summary = write_summary(protocol, [r for job in jobs for r in results if r.get("tag") == f"{job[0]['name']}-seed{job[1]}"],
+                            args.out)
     print(to_markdown(summary))
     return 0 if all(r.get("finished") for r in summary["rows"]) else 1
+
+
+def write_summary(protocol: Dict[str, Any], results: List[Dict[str, Any]], out: Path) -> Dict[str, Any]:
+    """Write the summary so far (after every finished run, so a long benchmark shows progress)."""
+    summary = summarise(protocol, results)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"{protocol['name']}.json", "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    with open(out / f"{protocol['name']}.md", "w", encoding="utf-8") as f:
+        f.write(to_markdown(summary))
+    return summary
 
 
 if __name__ == "__main__":
