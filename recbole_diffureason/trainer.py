@@ -127,7 +127,8 @@ class DRTrainerMixin:
         checkpoint.set_rng_state(state["rng"])
         if state.get("loader_generator") is not None and hasattr(train_data, "generator"):
             train_data.generator.set_state(state["loader_generator"])
-        self._resumed_stage_finished = self.cur_step > self.stopping_step
+        stage_epochs = self._stages()[self.stage_index][1]
+        self._resumed_stage_finished = self.cur_step > self.stopping_step or self.start_epoch >= stage_epochs
         self.logger.info(
             set_color("Resuming", "blue") + f" from {path}: stage {self.stage_index}, epoch {self.start_epoch}"
         )
