@@ -74,7 +74,7 @@ def get_model(name: str) -> type:
         return getattr(importlib.import_module(_PLUGIN_MODELS[name]), name)
     try:
         return recbole_get_model(name)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, ImportError):  # RecBole's last resort imports lightgbm/xgboost
         raise UnknownModelError(_unknown_model_message(name)) from None
 
 

@@ -62,8 +62,8 @@ def gaussian_policy_loss(
     """
     advantages = group_advantages(rewards, adv_eps)
     log_prob = gaussian_log_prob(actions, mu, sigma)
-    log_prob_old = gaussian_log_prob(actions, mu.detach(), sigma.detach())
-    loss = clipped_surrogate_loss(log_prob, log_prob_old, advantages, clip_eps)
+    # pi_old is this same forward pass, frozen: rho = 1 in value and the gradient is A * grad log pi.
+    loss = clipped_surrogate_loss(log_prob, log_prob.detach(), advantages, clip_eps)
     stats = {
         "frac_groups_with_signal": float((advantages.abs() > 0).any(dim=-1).float().mean()),
         "reward_mean": float(rewards.mean()),
