@@ -23,6 +23,12 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", "-d", default=None, help="dataset name, e.g. ml-100k or Amazon_Beauty")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files, later ones win")
     parser.add_argument("--list_models", action="store_true", help="print the available models and exit")
+    ddp = parser.add_argument_group("distributed training (RecBole's arguments; gloo on CPU, NCCL on GPUs)")
+    ddp.add_argument("--nproc", type=int, default=1, help="processes to start on this machine")
+    ddp.add_argument("--world_size", type=int, default=-1, help="total processes over all machines (-1: nproc)")
+    ddp.add_argument("--ip", default="localhost", help="address of the rank-0 machine")
+    ddp.add_argument("--port", default="5678", help="free port on the rank-0 machine")
+    ddp.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     return parser
 
 
@@ -55,10 +61,13 @@ def train_main(argv: Sequence[str]) -> int:
         if not args.model or not args.dataset:
             raise ConfigError("Both --model and --dataset are required, e.g. --model=SASRec --dataset=ml-100k.")
         files = args.config_files.split() if args.config_files else None
-        result = run(args.model, args.dataset, config_file_list=files, cmd_args=overrides)
+        result = run(args.model, args.dataset, config_file_list=files, cmd_args=overrides, nproc=args.nproc,
+                     world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
     except (ConfigError, UnknownModelError, DatasetNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if result is None:  # a machine without rank 0 in a multi-machine run
+        return 0
     summary = {k: result[k] for k in ("model", "dataset", "best_valid_result", "test_result", "results_file")}
     print(json.dumps(summary, indent=2, default=str))
     return 0

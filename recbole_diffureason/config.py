@@ -38,7 +38,7 @@ _RECBOLE_PROPERTIES = Path(__import__("recbole").__file__).resolve().parent / "p
 _RUNTIME_KEYS = {
     "model", "dataset", "config_files", "local_rank", "world_size", "ip", "port", "nproc", "offset",
     "single_spec", "device", "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "valid_metric_bigger",
-    "train_neg_sample_args", "valid_neg_sample_args", "test_neg_sample_args", "data_path",
+    "train_neg_sample_args", "valid_neg_sample_args", "test_neg_sample_args", "data_path", "ddp_backend",
 }
 
 
@@ -202,6 +202,43 @@ class DRConfig(Config):
             hint = f" Did you mean '{close[0]}'?" if close else ""
             logger.warning(f"Config key '{key}' is not used by RecBole or by model {self.model}.{hint}")
         self.unknown_keys = unknown
+
+    def _init_device(self):
+        """RecBole's device set-up, plus distributed training on CPU with gloo.
+
+        RecBole 1.2.1 hard-codes the NCCL backend and CUDA devices for DDP. Here the backend is NCCL when
+        CUDA is usable and gloo otherwise (``ddp_backend`` forces one), and CPU ranks split the cores.
+        """
+        fc = self.final_config_dict
+        if "local_rank" not in fc:
+            return super()._init_device()
+        import torch
+        import torch.distributed as dist
+
+        gpu_id = fc["gpu_id"]
+        fc["gpu_id"] = ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else str(gpu_id)
+        use_cuda = bool(fc.get("use_gpu", True)) and torch.cuda.is_available() and len(fc["gpu_id"]) > 0
+        backend = fc.get("ddp_backend") or ("nccl" if use_cuda else "gloo")
+        if use_cuda:
+            os.environ["CUDA_VISIBLE_DEVICES"] = fc["gpu_id"]
+            if len(fc["gpu_id"].split(",")) < fc["nproc"]:
+                raise ConfigError(f"nproc={fc['nproc']} needs as many GPUs in gpu_id, got '{fc['gpu_id']}'.")
+        if not dist.is_initialized():
+            dist.init_process_group(
+                backend=backend,
+                rank=fc["local_rank"] + fc["offset"],
+                world_size=fc["world_size"],
+                init_method=f"tcp://{fc['ip']}:{fc['port']}",
+            )
+        if use_cuda:
+            fc["device"] = torch.device("cuda", fc["local_rank"])
+            torch.cuda.set_device(fc["local_rank"])
+        else:
+            fc["device"] = torch.device("cpu")
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // fc["nproc"]))
+        fc["single_spec"] = False
+        if fc["local_rank"] != 0:
+            fc.update(state="error", show_progress=False, verbose=False)
 
     def plain_dict(self) -> Dict[str, Any]:
         """``final_config_dict`` with Enums, devices and numpy scalars turned into plain values."""

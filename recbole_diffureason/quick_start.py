@@ -59,6 +59,44 @@ def run(
     config_dict: Optional[dict] = None,
     saved: bool = True,
     cmd_args: Optional[Sequence[str]] = None,
+    evaluate_test: bool = True,
+    nproc: int = 1,
+    world_size: int = -1,
+    ip: str = "localhost",
+    port: str = "5678",
+    group_offset: int = 0,
+) -> Optional[Dict[str, Any]]:
+    """Train and evaluate, in this process or, with ``nproc > 1`` or ``world_size > 0``, as DDP ranks.
+
+    The distributed arguments are RecBole's: ``nproc`` processes here, ranks ``group_offset ..
+    group_offset + nproc - 1`` of ``world_size`` (``-1`` = ``nproc``), rendezvous at ``tcp://ip:port``. On CPU
+    the ranks use gloo. The result is rank 0's (``None`` on a machine without rank 0).
+    """
+    if nproc == 1 and world_size <= 0:
+        return run_single(model, dataset, config_file_list, config_dict, saved, cmd_args, evaluate_test=evaluate_test)
+    import torch.multiprocessing as mp
+
+    distributed = {"world_size": world_size if world_size > 0 else nproc, "ip": ip, "port": str(port),
+                   "nproc": nproc, "offset": group_offset}
+    queue = mp.get_context("spawn").SimpleQueue()
+    args = (model, dataset, config_file_list, {**(config_dict or {}), **distributed}, saved,
+            list(cmd_args) if cmd_args is not None else None, queue, evaluate_test)
+    mp.spawn(_run_rank, args=args, nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
+
+
+def _run_rank(local_rank: int, model, dataset, config_file_list, config_dict, saved, cmd_args, queue, evaluate_test):
+    run_single(model, dataset, config_file_list, {**config_dict, "local_rank": local_rank}, saved, cmd_args, queue,
+               evaluate_test)
+
+
+def run_single(
+    model: Optional[str] = None,
+    dataset: Optional[str] = None,
+    config_file_list: Optional[List[str]] = None,
+    config_dict: Optional[dict] = None,
+    saved: bool = True,
+    cmd_args: Optional[Sequence[str]] = None,
     queue=None,
     evaluate_test: bool = True,
 ) -> Dict[str, Any]:
@@ -67,7 +105,8 @@ def run(
     Keys: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` (as RecBole's
     ``run_recbole``), and ``model``, ``dataset``, ``saved_model_file``, ``history`` (per-epoch losses,
     diagnostics and seconds), ``test_eval_seconds``, ``results_file``. ``evaluate_test=False`` never touches
-    the test split (model-selection sweeps); ``test_result`` is then ``None``.
+    the test split (model-selection sweeps); ``test_result`` is then ``None``. Under DDP every rank calls
+    this; rank 0 writes the files and puts the result on ``queue``.
     """
     config = build_config(model, dataset, config_file_list, config_dict, cmd_args)
     init_seed(config["seed"], config["reproducibility"])
@@ -132,6 +171,28 @@ def write_results(config: DRConfig, result: Dict[str, Any]) -> str:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(checkpoint.to_plain(payload), f, indent=2, default=str)
     return path
+
+
+def objective_function(
+    config_dict: Optional[dict] = None,
+    config_file_list: Optional[List[str]] = None,
+    saved: bool = True,
+    fixed: Optional[dict] = None,
+) -> Dict[str, Any]:
+    """RecBole's ``HyperTuning`` objective: one trial, ranked by its best *validation* score.
+
+    ``config_dict`` holds the sampled hyper-parameters; ``fixed`` the keys every trial shares (model,
+    dataset, command-line overrides). The command line of the search itself is never read.
+    """
+    result = run_single(config_file_list=config_file_list, config_dict={**(fixed or {}), **(config_dict or {})},
+                        saved=saved, cmd_args=[])
+    return {
+        "model": result["model"],
+        "best_valid_score": result["best_valid_score"],
+        "valid_score_bigger": result["valid_score_bigger"],
+        "best_valid_result": result["best_valid_result"],
+        "test_result": result["test_result"],
+    }
 
 
 def load_data_and_model(model_file: str, config_dict: Optional[dict] = None) -> Tuple:

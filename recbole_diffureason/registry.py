@@ -92,11 +92,11 @@ def _unknown_model_message(name: str) -> str:
 @lru_cache(maxsize=None)
 def _safe_trainer_class(base: type) -> type:
     """``base`` with this plugin's checkpoint, resume and logging behaviour mixed in front of it."""
-    from recbole_diffureason.trainer import DRTrainer, DRTrainerMixin
+    from recbole_diffureason.trainer import DistributedInit, DRTrainer, DRTrainerMixin
 
     if base is Trainer:
         return DRTrainer
-    return type(f"DR{base.__name__}", (DRTrainerMixin, base), {})
+    return type(f"DR{base.__name__}", (DRTrainerMixin, base, DistributedInit), {})
 
 
 def get_trainer(model_type, model_name: str) -> type:

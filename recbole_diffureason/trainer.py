@@ -17,13 +17,20 @@ from __future__ import annotations
 
 from pathlib import Path
 from time import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import torch
+import torch.distributed as dist
+from recbole.evaluator import Collector
 from recbole.trainer import Trainer
+from recbole.trainer.trainer import AbstractTrainer
 from recbole.utils import set_color
+from torch.nn.parallel import DistributedDataParallel
 
 from recbole_diffureason import checkpoint
+
+# Per-row entries of RecBole's evaluation DataStruct (the ones Collector.get_data_struct resets).
+_ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label")
 
 
 def last_checkpoint_path(saved_model_file: str) -> str:
@@ -31,14 +38,84 @@ def last_checkpoint_path(saved_model_file: str) -> str:
     return str(path.with_name(path.stem + "-last" + path.suffix))
 
 
+class GatheringCollector(Collector):
+    """RecBole's ``Collector`` that, under DDP, evaluates all ranks' rows together.
+
+    RecBole averages per-rank metrics weighted by a batch count (``_map_reduce``), and its
+    ``DistributedSampler`` pads ranks with repeated users, so DDP metrics drift from single-process ones.
+    Here every rank sends its rows and their user ids, repeated users are dropped, and the metrics are
+    computed once over exactly the users a single process would see.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.user_field = config["USER_ID_FIELD"]
+        self._row_users: List[torch.Tensor] = []
+
+    def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
+        super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
+        if len(interaction) == scores_tensor.size(0) and self.user_field in interaction.interaction:
+            self._row_users.append(interaction[self.user_field].detach().cpu())
+
+    def get_data_struct(self):
+        struct = super().get_data_struct()
+        users, self._row_users = self._row_users, []
+        if not (dist.is_available() and dist.is_initialized()):
+            return struct
+        local = {k: struct[k] for k in _ROW_KEYS if k in struct}
+        rows = next(iter(local.values())).size(0) if local else 0
+        ids = torch.cat(users) if users else torch.empty(0, dtype=torch.long)
+        gathered: List[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, (ids if ids.numel() == rows else None, local))
+        if any(g[0] is None for g in gathered):
+            raise RuntimeError("Distributed evaluation needs one row per user (full-sort evaluation).")
+        all_ids = torch.cat([g[0] for g in gathered])
+        keep = first_occurrences(all_ids)
+        for key in local:
+            struct[key] = torch.cat([g[1][key] for g in gathered])[keep]
+        return struct
+
+
+def first_occurrences(ids: torch.Tensor) -> torch.Tensor:
+    """Indices of the first occurrence of every distinct id, in order of appearance."""
+    seen, keep = set(), []
+    for index, value in enumerate(ids.tolist()):
+        if value not in seen:
+            seen.add(value)
+            keep.append(index)
+    return torch.tensor(keep, dtype=torch.long)
+
+
+class DistributedInit(AbstractTrainer):
+    """Replaces ``AbstractTrainer.__init__`` through the MRO: DDP that also works on CPU (gloo).
+
+    RecBole passes ``device_ids=[local_rank]``, which DDP refuses for CPU modules.
+    """
+
+    def __init__(self, config, model):
+        self.config, self.model = config, model
+        if not config["single_spec"]:
+            if config["device"].type == "cuda":
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                self.distributed_model = DistributedDataParallel(self.model, device_ids=[config["local_rank"]])
+            else:
+                self.distributed_model = DistributedDataParallel(self.model)
+
+
 class DRTrainerMixin:
-    """Put in front of any ``recbole.trainer.Trainer`` subclass (``class T(DRTrainerMixin, Trainer)``)."""
+    """Put in front of any ``recbole.trainer.Trainer`` subclass: ``class T(DRTrainerMixin, Trainer, DistributedInit)``."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
         if config["saved_model_file"]:
             self.saved_model_file = str(config["saved_model_file"])
             Path(self.saved_model_file).parent.mkdir(parents=True, exist_ok=True)
+        if not config["single_spec"]:
+            # Each rank names the file by its own clock; rank 0 writes it, so every rank must use rank 0's name.
+            name = [self.saved_model_file]
+            dist.broadcast_object_list(name, src=0)
+            self.saved_model_file = name[0]
+            self.eval_collector = GatheringCollector(config)
         self.history: List[Dict[str, Any]] = []
         self.stage_index = 0
         self._epoch_record: Dict[str, Any] = {}
@@ -99,6 +176,9 @@ class DRTrainerMixin:
         result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
         self.last_eval_seconds = time() - start
         return result
+
+    def _map_reduce(self, result, num_sample):
+        return result  # GatheringCollector already evaluated every rank's rows together
 
     def _save_resume_state(self, epoch_idx: int, train_data) -> None:
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
@@ -232,5 +312,5 @@ class DRTrainerMixin:
         return result
 
 
-class DRTrainer(DRTrainerMixin, Trainer):
-    """RecBole's ``Trainer`` with this plugin's checkpoints, resume, stages and logging."""
+class DRTrainer(DRTrainerMixin, Trainer, DistributedInit):
+    """RecBole's ``Trainer`` with this plugin's checkpoints, resume, stages, logging and CPU DDP."""

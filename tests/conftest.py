@@ -13,13 +13,13 @@ torch.set_num_threads(1)
 N_USERS, N_ITEMS = 80, 40
 
 
-def write_tiny_inter(folder: Path, name: str = "tiny", seed: int = 7) -> Path:
+def write_tiny_inter(folder: Path, name: str = "tiny", seed: int = 7, n_users: int = N_USERS) -> Path:
     """Users walk a noisy ring over the items, so the next item is learnable; 6-14 items per user."""
     rng = random.Random(seed)
     folder = folder / name
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-    for user in range(1, N_USERS + 1):
+    for user in range(1, n_users + 1):
         item = rng.randrange(1, N_ITEMS + 1)
         for step in range(rng.randrange(6, 15)):
             lines.append(f"u{user}\ti{item}\t{step}")
