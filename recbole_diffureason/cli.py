@@ -1,6 +1,7 @@
 """Command line: ``run_recbole_dr.py --model=M --dataset=D [--config_files="a.yaml b.yaml"] [--key=value ...]``.
 
-Sub-commands: ``convert`` (public dataset files -> RecBole atomic files) and ``list`` (available models).
+Sub-commands: ``convert`` (public dataset files -> RecBole atomic files), ``list`` (available models),
+``hyper`` (hyper-parameter search, also ``run_hyper_dr.py``) and ``recommend`` (serve a checkpoint).
 """
 
 from __future__ import annotations
@@ -73,12 +74,67 @@ def train_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _hyper_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_hyper_dr.py",
+        description="Hyper-parameter search with RecBole's HyperTuning (hyperopt) or Ray Tune; trials are "
+        "ranked by their best validation score. Other --key=value arguments are fixed for every trial.",
+    )
+    parser.add_argument("--model", "-m", required=True)
+    parser.add_argument("--dataset", "-d", required=True)
+    parser.add_argument("--config_files", default=None, help="space-separated YAML files for every trial")
+    parser.add_argument("--params_file", default=None, help="search space (default: properties/hyper/<model>.hyper)")
+    parser.add_argument("--tool", choices=("hyperopt", "ray"), default="hyperopt")
+    parser.add_argument("--algo", choices=("exhaustive", "random", "bayes"), default="exhaustive")
+    parser.add_argument("--max_evals", type=int, default=100, help="trials for random/bayes (hyperopt)")
+    parser.add_argument("--early_stop", type=int, default=None, help="stop after this many trials without gain")
+    parser.add_argument("--num_samples", type=int, default=10, help="trials for random search (ray)")
+    parser.add_argument("--max_concurrent", type=int, default=1, help="trials at once (ray)")
+    parser.add_argument("--cpus_per_trial", type=float, default=1.0, help="CPU cores per trial (ray)")
+    parser.add_argument("--output_file", default=None, help="result file (default: hyper/<model>-<dataset>.result)")
+    parser.add_argument("--display_file", default=None, help="HTML plot of the search (hyperopt, needs plotly)")
+    return parser
+
+
+def hyper_main(argv: Sequence[str]) -> int:
+    from recbole_diffureason import hyper
+    from recbole_diffureason.config import parse_cmd_args, properties_dir
+    from recbole_diffureason.registry import UnknownModelError
+
+    args, unknown = _hyper_parser().parse_known_args(argv)
+    try:
+        fixed = {**_typed(parse_cmd_args(_split_overrides(unknown))), "model": args.model, "dataset": args.dataset}
+        params_file = args.params_file or str(properties_dir() / "hyper" / f"{args.model}.hyper")
+        output = args.output_file or f"hyper/{args.model}-{args.dataset}.result"
+        files = args.config_files.split() if args.config_files else None
+        if args.tool == "hyperopt":
+            result = hyper.run_hyperopt(params_file, fixed, files, args.algo, args.max_evals, args.early_stop,
+                                        output, args.display_file)
+        else:
+            result = hyper.run_ray(params_file, fixed, files, args.algo, args.num_samples, args.max_concurrent,
+                                   args.cpus_per_trial, output)
+    except (ConfigError, UnknownModelError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({"best_params": result["best_params"], "best_valid_score": result["best_valid_score"],
+                      "output_file": output}, indent=2, default=str))
+    return 0
+
+
+def _typed(values: dict) -> dict:
+    from recbole_diffureason.config import typed_values
+
+    return typed_values(values)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "convert":
         from recbole_diffureason.data.convert import main as convert_main
 
         return convert_main(argv[1:])
+    if argv and argv[0] == "hyper":
+        return hyper_main(argv[1:])
     if argv and argv[0] == "list":
         print_models()
         return 0

@@ -84,6 +84,11 @@ def parse_cmd_args(args: Sequence[str]) -> Dict[str, str]:
     return parsed
 
 
+def typed_values(values: Dict[str, str]) -> Dict[str, Any]:
+    """Command-line strings to Python values with RecBole's own rules ('0.1' -> 0.1, '[1,2]' -> [1, 2])."""
+    return Config._convert_config_dict(None, dict(values))  # it reads no instance state
+
+
 class DRConfig(Config):
     """RecBole ``Config`` that knows this plugin's models, YAMLs and key checks.
 
