@@ -127,12 +127,44 @@ def _typed(values: dict) -> dict:
     return typed_values(values)
 
 
+def _recommend_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run_recbole_dr.py recommend",
+                                     description="Top-k items from a saved checkpoint, as JSON.")
+    parser.add_argument("--model_file", required=True, help="checkpoint written by a run (saved/*.pth)")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="raw user id: recommend from the user's latest history in the dataset")
+    who.add_argument("--history", help="raw item ids, oldest first, separated by spaces or commas")
+    parser.add_argument("--k", type=int, default=10, help="number of items (default 10)")
+    parser.add_argument("--exclude_seen", action="store_true", help="drop items already in the history")
+    parser.add_argument("--data_path", default=None, help="where the dataset lives now, if it moved")
+    return parser
+
+
+def recommend_main(argv: Sequence[str]) -> int:
+    from recbole_diffureason.serving import Recommender, UnknownIdError
+
+    args = _recommend_parser().parse_args(argv)
+    try:
+        recommender = Recommender(args.model_file, {"data_path": args.data_path} if args.data_path else None)
+        if args.user is not None:
+            items = recommender.for_user(args.user, args.k, args.exclude_seen)
+        else:
+            items = recommender.for_history(args.history.replace(",", " ").split(), args.k, args.exclude_seen)
+    except (UnknownIdError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps([{"item": item, "score": score} for item, score in items], indent=2))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "convert":
         from recbole_diffureason.data.convert import main as convert_main
 
         return convert_main(argv[1:])
+    if argv and argv[0] == "recommend":
+        return recommend_main(argv[1:])
     if argv and argv[0] == "hyper":
         return hyper_main(argv[1:])
     if argv and argv[0] == "list":

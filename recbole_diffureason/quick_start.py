@@ -203,7 +203,10 @@ def load_data_and_model(model_file: str, config_dict: Optional[dict] = None) -> 
     """
     state = checkpoint.load(model_file, map_location="cpu")
     values = dict(state["config_dict"])
-    values.update(config_dict or {})
+    overrides = dict(config_dict or {})
+    if overrides.get("data_path"):  # given as the folder that holds <dataset>/, as on the command line
+        overrides["data_path"] = str(Path(overrides["data_path"]) / values["dataset"])
+    values.update(overrides)
     config = DRConfig.from_plain_dict(values)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
