@@ -189,23 +189,37 @@ def main() -> int:
     jobs = [(run, seed) for run in protocol["runs"] if not args.only or run["name"] in args.only
             for seed in run.get("seeds", protocol.get("seeds", [2020]))]
     threads = max(1, args.threads // max(args.jobs, 1))
-    results: List[Dict[str, Any]] = []
+    failed: Dict[str, Dict[str, Any]] = {}
 
     def finish(job):
-        results.append(run_one(protocol, job[0], job[1], work, data_root, threads))
-        write_summary(protocol, sorted(results, key=lambda r: r.get("tag", "")), args.out)
+        result = run_one(protocol, job[0], job[1], work, data_root, threads)
+        if not result.get("finished"):
+            failed[result["tag"]] = result
+        write_summary(protocol, work, args.out, failed)
 
     with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
         list(pool.map(finish, jobs))
-    summary = write_summary(protocol, [r for job in jobs for r in results if r.get("tag") == f"{job[0]['name']}-seed{job[1]}"],
-                            args.out)
+    summary = write_summary(protocol, work, args.out, failed)
     print(to_markdown(summary))
-    return 0 if all(r.get("finished") for r in summary["rows"]) else 1
+    return 0 if not failed else 1
 
 
-def write_summary(protocol: Dict[str, Any], results: List[Dict[str, Any]], out: Path) -> Dict[str, Any]:
-    """Write the summary so far (after every finished run, so a long benchmark shows progress)."""
-    summary = summarise(protocol, results)
+def finished_results(protocol: Dict[str, Any], work: Path) -> List[Dict[str, Any]]:
+    """Every finished run of the protocol found in its work folder, in protocol order, whoever ran it."""
+    results = []
+    for run in protocol["runs"]:
+        for seed in run.get("seeds", protocol.get("seeds", [2020])):
+            path = work / f"{run['name']}-seed{seed}.json"
+            if path.is_file():
+                with open(path, "r", encoding="utf-8") as f:
+                    results.append(json.load(f))
+    return results
+
+
+def write_summary(protocol: Dict[str, Any], work: Path, out: Path, failed: Dict[str, Any]) -> Dict[str, Any]:
+    """Write the summary of everything finished so far (after every run, so a long benchmark shows progress;
+    runners started separately for different runs of one protocol share the same summary)."""
+    summary = summarise(protocol, finished_results(protocol, work) + list(failed.values()))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / f"{protocol['name']}.json", "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
