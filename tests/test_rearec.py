@@ -235,10 +235,12 @@ def test_evaluation_is_deterministic_and_independent_of_batch_size(name, tiny_co
     assert first == trainer.evaluate(valid_data, load_best_model=False)
     config2, model2, _, valid_small, _ = make(name, tiny_config, eval_batch_size=7)
     model2.load_state_dict(model.state_dict())
-    assert get_trainer(config2["MODEL_TYPE"], name)(config2, model2).evaluate(valid_small, load_best_model=False) == first
+    trainer2 = get_trainer(config2["MODEL_TYPE"], name)(config2, model2)
+    assert trainer2.evaluate(valid_small, load_best_model=False) == first
 
 
-@pytest.mark.parametrize("name,terms", [("ReaRecERL", {"rec", "kl"}), ("ReaRecPRL", {"rec", "progressive", "contrastive"})])
+@pytest.mark.parametrize("name,terms", [("ReaRecERL", {"rec", "kl"}),
+                                        ("ReaRecPRL", {"rec", "progressive", "contrastive"})])
 def test_one_epoch_run_end_to_end(name, terms, tiny_config):
     result = run(name, "tiny", config_dict={**tiny_config, "warmup": 0}, cmd_args=[])
     assert set(result["history"][0]["losses"]) == terms

@@ -267,7 +267,7 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
     def forward(
         self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, depth: int, init_state: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        """Thoughts ``t_1..t_depth`` at the last position, ``[B, depth, d]``; ``init_state`` defaults to a fresh draw."""
+        """Thoughts ``t_1..t_depth`` at the last position, ``[B, depth, d]``; ``init_state``: a fresh draw if None."""
         x = self.embed(item_seq)
         if init_state is None:
             init_state = self.random_state(tuple(x.shape))
@@ -304,7 +304,9 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
             positive_seq, positive_len = self.positive_view(seq, length, target)
             positive = self.forward(positive_seq, positive_len, depth)[:, -1]
             same = target[:, None] == target[None, :] if self.mask_false_negatives else None
-            tla = self.tla_weight * symmetric_info_nce(thoughts[:, -1], positive, false_negatives=same, **self.cl_options)
+            tla = self.tla_weight * symmetric_info_nce(
+                thoughts[:, -1], positive, false_negatives=same, **self.cl_options
+            )
         if self.sla_weight > 0 and depth > 1:
             step = int(torch.randint(1, depth, ()))  # b ~ U{1..k-1}
             sla = self.sla_weight * symmetric_info_nce(thoughts[:, step - 1], thoughts[:, -1], **self.cl_options)
@@ -389,7 +391,9 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
         self._reference = {k: v.detach().clone() for k, v in self.state_dict().items()}
 
     @torch.no_grad()
-    def reference_thoughts(self, seq, length, depth: int, init: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def reference_thoughts(
+        self, seq: torch.Tensor, length: torch.Tensor, depth: int, init: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Thoughts and item table of ``pi_ref`` (the current weights if none is frozen), without dropout."""
         with self.evaluating():
             if self._reference is None:
@@ -397,7 +401,9 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
             thoughts = torch.func.functional_call(self, self._reference, (seq, length, depth), {"init_state": init})
         return thoughts, self._reference["item_embedding.weight"]
 
-    def reference_log_prob(self, seq, length, depth: int, init: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def reference_log_prob(
+        self, seq: torch.Tensor, length: torch.Tensor, depth: int, init: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
         thoughts, table = self.reference_thoughts(seq, length, depth, init)
         return target_log_prob(torch.matmul(thoughts, table.t()), target)
 

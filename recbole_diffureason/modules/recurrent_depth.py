@@ -50,7 +50,7 @@ class TransformerBlock(nn.Module):
         self.layers = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        """``attention_mask``: RecBole's additive causal+padding mask ``[B, 1, L, L]``; ``padding``: ``[B, L]``, True = pad."""
+        """``attention_mask``: RecBole's additive causal + padding mask ``[B, 1, L, L]``; ``padding``: True = pad."""
         if self.layer_type == "post_ln":
             return self.layers(hidden, attention_mask, output_all_encoded_layers=False)[-1]
         length = hidden.size(1)
