@@ -125,6 +125,19 @@ def validate(config: Mapping[str, Any], keys: Mapping[str, Key], where: str) -> 
         )
 
 
+def apply_preset(config: dict, explicit: Mapping[str, Any], presets: Mapping[str, Mapping[str, Any]],
+                 key: str = "ablation") -> None:
+    """Set the keys of the preset ``config[key]`` names (one ablation row); giving one of them another value
+    explicitly is an error rather than a silent override."""
+    name = config.get(key)
+    if name not in presets:
+        return
+    for fixed, value in presets[name].items():
+        if fixed in explicit and explicit[fixed] != value:
+            raise ConfigError(f"{key} '{name}' sets '{fixed}' to {value!r}, but {explicit[fixed]!r} was given.")
+        config[fixed] = value
+
+
 def require_divisible(name_a: str, a: int, name_b: str, b: int) -> None:
     if b <= 0 or a % b != 0:
         raise ConfigError(f"'{name_a}' ({a}) must be divisible by '{name_b}' ({b}).")

@@ -20,6 +20,9 @@ from recbole.utils import get_trainer as recbole_get_trainer
 # name -> module; one model per module, as in RecBole.
 _PLUGIN_MODELS = {
     "DiffuReasonSASRec": "recbole_diffureason.model.diffureason_sasrec",
+    "LARES": "recbole_diffureason.model.lares",
+    "ReaRecERL": "recbole_diffureason.model.rearec_erl",
+    "ReaRecPRL": "recbole_diffureason.model.rearec_prl",
 }
 
 _RECBOLE_MODEL_PACKAGES = (

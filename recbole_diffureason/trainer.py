@@ -314,3 +314,51 @@ class DRTrainerMixin:
 
 class DRTrainer(DRTrainerMixin, Trainer, DistributedInit):
     """RecBole's ``Trainer`` with this plugin's checkpoints, resume, stages, logging and CPU DDP."""
+
+
+class LARESTrainer(DRTrainer):
+    """``DRTrainer`` plus LARES's RPT data selection (LARES section 2.4).
+
+    On the first RPT epoch the frozen SPT model scores every training sample (``LARES.rpt_sample_mask``)
+    and RPT trains on a loader over the kept rows only, with the configured batch size. That loader shares
+    its shuffling state with the original one, so ``resume`` still continues exactly.
+    """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self._rpt_train_data = None
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if self._stage_name() != "rpt" or self.model.rpt_filter == "none":
+            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        selected = self._selected_train_data(train_data)
+        selected.generator.set_state(train_data.generator.get_state())
+        losses = super()._train_epoch(selected, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        train_data.generator.set_state(selected.generator.get_state())
+        return losses
+
+    def _selected_train_data(self, train_data):
+        if self._rpt_train_data is not None:
+            return self._rpt_train_data
+        dataset = train_data._dataset
+        feat = dataset.inter_feat
+        model = self.model
+        # A dedicated generator: the selection is reproducible and leaves the training RNG streams alone.
+        generator = torch.Generator().manual_seed(int(self.config["seed"]))
+        step = self.config["eval_batch_size"] or len(feat)
+        masks = []
+        for start in range(0, len(feat), step):
+            rows = feat[start : start + step].to(self.device)
+            masks.append(model.rpt_sample_mask(rows[model.ITEM_SEQ], rows[model.ITEM_SEQ_LEN],
+                                               rows[model.POS_ITEM_ID], generator).cpu())
+        keep = torch.cat(masks).nonzero(as_tuple=True)[0]
+        if keep.numel() == 0:
+            raise RuntimeError("LARES data selection kept no training sample; lower rpt_filter_topk or set "
+                               "rpt_filter='none'.")
+        self.rpt_kept_share = keep.numel() / max(len(feat), 1)
+        model._record(rpt_kept_share=self.rpt_kept_share)
+        self.logger.info(set_color("RPT data selection", "yellow")
+                         + f": {keep.numel()} of {len(feat)} training samples kept ({self.rpt_kept_share:.1%})")
+        self._rpt_train_data = type(train_data)(self.config, dataset.copy(feat[keep]), train_data._sampler,
+                                                shuffle=train_data.shuffle)
+        return self._rpt_train_data

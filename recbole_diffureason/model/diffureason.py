@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_diffureason.keys import Bool, Choice, ConfigError, Float, Int, Key
+from recbole_diffureason.keys import Bool, Choice, ConfigError, Float, Int, Key, apply_preset
+from recbole_diffureason.model.common import DiagnosticsMixin
 from recbole_diffureason.modules.alignment import (
     RANK_METHODS,
     REWARDS,
@@ -46,6 +47,7 @@ from recbole_diffureason.modules.refiner import (
     GaussianPolicy,
     GaussianPolicyHead,
     keyed_normal,
+    noise_keys,
 )
 from recbole_diffureason.modules.thinking import POOLINGS, THINK_CONTEXTS, ThinkingTokens, build_pooling
 
@@ -67,7 +69,7 @@ class ReasoningOutput(NamedTuple):
     cond: torch.Tensor
 
 
-class DiffuReason(SequentialRecommender):
+class DiffuReason(DiagnosticsMixin, SequentialRecommender):
     """Think-then-Diffuse (DiffuReason, Eqs. 1-13). Abstract: see :class:`DiffuReasonSASRec`."""
 
     input_type = InputType.POINTWISE
@@ -125,13 +127,7 @@ class DiffuReason(SequentialRecommender):
     @classmethod
     def apply_presets(cls, config: dict, explicit: dict) -> None:
         """``ablation`` fixes the keys of one Table 3 row; setting one of them to another value is an error."""
-        name = config.get("ablation")
-        if name not in ABLATIONS:
-            return
-        for key, value in ABLATIONS[name].items():
-            if key in explicit and explicit[key] != value:
-                raise ConfigError(f"ablation '{name}' sets '{key}' to {value!r}, but {explicit[key]!r} was given.")
-            config[key] = value
+        apply_preset(config, explicit, ABLATIONS)
 
     @classmethod
     def check_config(cls, config: dict) -> None:
@@ -183,7 +179,6 @@ class DiffuReason(SequentialRecommender):
         self.two_stage_finetune_loss = config["two_stage_finetune_loss"]
         self.stage = "train"
         self._reference: Optional[Dict[str, torch.Tensor]] = None
-        self._diagnostics: Dict[str, List[float]] = {}
 
     def _read_loss_config(self, config) -> None:
         self.alpha, self.beta = float(config["alpha"]), float(config["beta"])
@@ -247,11 +242,7 @@ class DiffuReason(SequentialRecommender):
             return torch.randn_like(like) * self.init_noise_scale
         if self.eval_init_noise == "zero" or self.init_noise_scale == 0:
             return torch.zeros_like(like)
-        if self.USER_ID in interaction.interaction:
-            keys = interaction[self.USER_ID]
-        else:  # a raw history without a user: key on the history itself
-            seq = interaction[self.ITEM_SEQ]
-            keys = (seq * torch.arange(1, seq.size(1) + 1, device=seq.device) * 1_000_003).sum(dim=-1)
+        keys = noise_keys(interaction, self.USER_ID, self.ITEM_SEQ)
         noise = keyed_normal(keys * self.eval_noise_draws + draw, like.size(-1), self.eval_noise_seed)
         return noise.to(like.device, like.dtype) * self.init_noise_scale
 
@@ -345,7 +336,7 @@ class DiffuReason(SequentialRecommender):
         self.train(was_training)
         return diag_gaussian_kl(mu, sigma, ref.mu, ref.sigma).mean()
 
-    # ------------------------------------------------------------------ stages and diagnostics
+    # ------------------------------------------------------------------ stages
     def training_stages(self) -> List[Tuple[str, int]]:
         if self.training_schedule == "two_stage":
             return [("pretrain", self.stage1_epochs), ("finetune", self.epochs)]
@@ -355,16 +346,6 @@ class DiffuReason(SequentialRecommender):
         self.stage = name
         if name == "finetune" and self.kl_weight > 0:
             self.snapshot_reference()
-
-    def _record(self, **values: float) -> None:
-        for key, value in values.items():
-            self._diagnostics.setdefault(key, []).append(value)
-
-    def pop_diagnostics(self) -> Dict[str, float]:
-        """Per-epoch means of the recorded diagnostics, then reset."""
-        means = {k: sum(v) / len(v) for k, v in self._diagnostics.items() if v}
-        self._diagnostics = {}
-        return means
 
     # ------------------------------------------------------------------ RecBole prediction API
     def predict(self, interaction) -> torch.Tensor:

@@ -88,17 +88,39 @@ def rewards_from_rank(capped_rank: torch.Tensor, kind: str, k: int) -> torch.Ten
     raise ValueError(f"Unknown reward {kind!r}; choose one of {REWARDS}.")
 
 
+def capped_rank_from_scores(
+    scores: torch.Tensor, target: torch.Tensor, k: int, target_scores: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Number of real items (id >= 1, not the target) scoring above the target, capped at k; ``scores [M, N]``.
+
+    ``target_scores`` defaults to the target's own column of ``scores``.
+    """
+    if target_scores is None:
+        target_scores = scores.gather(1, target[:, None]).squeeze(1)
+    above = scores > target_scores[:, None]
+    above[:, 0] = False
+    above.scatter_(1, target[:, None], False)
+    return above.sum(dim=-1).clamp(max=k)
+
+
 def _full_capped_rank(
     queries: torch.Tensor, item_table: torch.Tensor, target: torch.Tensor, target_scores: torch.Tensor, k: int, chunk: int
 ) -> torch.Tensor:
-    """Number of real items (id >= 1, not the target) scoring above the target, capped at k; ``queries`` is ``[M, d]``."""
-    ranks = []
-    for start in range(0, queries.size(0), chunk):
-        scores = queries[start : start + chunk] @ item_table.t()
-        scores[:, 0] = -torch.inf
-        scores.scatter_(1, target[start : start + chunk, None], -torch.inf)
-        ranks.append((scores > target_scores[start : start + chunk, None]).sum(dim=-1))
-    return torch.cat(ranks).clamp(max=k) if ranks else target.new_zeros(0)
+    """``capped_rank_from_scores`` for ``queries [M, d]`` against the whole table, ``chunk`` rows at a time."""
+    ranks = [
+        capped_rank_from_scores(
+            queries[start : start + chunk] @ item_table.t(), target[start : start + chunk], k,
+            target_scores[start : start + chunk],
+        )
+        for start in range(0, queries.size(0), chunk)
+    ]
+    return torch.cat(ranks) if ranks else target.new_zeros(0)
+
+
+def k3_kl(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tensor:
+    """GRPO's per-token estimator of ``KL(pi || pi_ref)``: ``exp(ref - lp) - (ref - lp) - 1`` (>= 0, elementwise)."""
+    delta = ref_log_prob - log_prob
+    return torch.exp(delta) - delta - 1.0
 
 
 @torch.no_grad()

@@ -67,6 +67,14 @@ def keyed_normal(keys: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
     return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).float()
 
 
+def noise_keys(interaction, user_field: str, item_seq_field: str) -> torch.Tensor:
+    """Keys for ``keyed_normal``: the user id, or, for a raw history without a user, a hash of the history."""
+    if user_field in interaction.interaction:
+        return interaction[user_field]
+    seq = interaction[item_seq_field]
+    return (seq * torch.arange(1, seq.size(1) + 1, device=seq.device) * 1_000_003).sum(dim=-1)
+
+
 class DiffusionRefiner(nn.Module):
     """Learned Gaussian reverse chain conditioned on the pooled thought ``c``.
 
