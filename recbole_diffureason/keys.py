@@ -143,5 +143,12 @@ def require_divisible(name_a: str, a: int, name_b: str, b: int) -> None:
         raise ConfigError(f"'{name_a}' ({a}) must be divisible by '{name_b}' ({b}).")
 
 
+def check_ce_transformer(config: Mapping[str, Any], model: str) -> None:
+    """Models that score with a full-softmax CE over a SASRec-style Transformer."""
+    if config.get("loss_type") not in (None, "CE"):
+        raise ConfigError(f"{model} trains with a full-softmax CE; loss_type must be 'CE', got {config.get('loss_type')!r}.")
+    require_divisible("hidden_size", config["hidden_size"], "n_heads", config["n_heads"])
+
+
 def names(keys: Iterable[str]) -> str:
     return ", ".join(sorted(keys))

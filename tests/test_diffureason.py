@@ -6,24 +6,17 @@ import pytest
 import torch
 
 import recbole_diffureason.model.diffureason as diffureason_module
-from recbole_diffureason.quick_start import build_config, build_model, prepare_data
 from recbole_diffureason.registry import get_trainer
+from tests.helpers import build, first_batch
 
 
 def make(tiny_config, **overrides):
-    config = build_config("DiffuReasonSASRec", "tiny", config_dict={**tiny_config, **overrides}, cmd_args=[])
-    _, train_data, valid_data, test_data = prepare_data(config)
-    return config, build_model(config, train_data), train_data, valid_data, test_data
+    return build("DiffuReasonSASRec", tiny_config, **overrides)
 
 
 @pytest.fixture
 def built(tiny_config):
     return make(tiny_config)
-
-
-def first_batch(loader):
-    batch = next(iter(loader))
-    return batch[0] if isinstance(batch, tuple) else batch
 
 
 def test_shapes_of_losses_and_predictions(built):

@@ -8,9 +8,10 @@ import torch
 from recbole_diffureason.config import DRConfig, properties_dir, read_yaml
 from recbole_diffureason.keys import ConfigError
 from recbole_diffureason.model.lares import LARES
-from recbole_diffureason.quick_start import build_config, build_model, prepare_data, run
+from recbole_diffureason.quick_start import build_config, run
 from recbole_diffureason.registry import get_model, get_trainer
 from recbole_diffureason.trainer import LARESTrainer
+from tests.helpers import build, first_batch
 
 SMALL = {"pre_layers": 1, "core_layers": 1, "mean_depth": 2, "rpt_filter_topk": 10}
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
@@ -22,14 +23,7 @@ def lares_config(tiny_config):
 
 
 def make(config_dict, **overrides):
-    config = build_config("LARES", "tiny", config_dict={**config_dict, **overrides}, cmd_args=[])
-    _, train_data, valid_data, test_data = prepare_data(config)
-    return config, build_model(config, train_data), train_data, valid_data, test_data
-
-
-def first_batch(loader):
-    batch = next(iter(loader))
-    return batch[0] if isinstance(batch, tuple) else batch
+    return build("LARES", config_dict, **overrides)
 
 
 def named(model, losses):

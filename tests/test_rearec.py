@@ -11,22 +11,16 @@ from recbole_diffureason.keys import ConfigError
 from recbole_diffureason.model.rearec import ReaRec
 from recbole_diffureason.modules import autoregressive
 from recbole_diffureason.modules.objectives import mean_pairwise_kl
-from recbole_diffureason.quick_start import build_config, build_model, prepare_data, run
+from recbole_diffureason.quick_start import build_config, run
 from recbole_diffureason.registry import get_model, get_trainer
 from recbole_diffureason.trainer import DRTrainer
+from tests.helpers import build, first_batch
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "wrapper_dropout": 0.0}
 
 
 def make(model_name, tiny_config, **overrides):
-    config = build_config(model_name, "tiny", config_dict={**tiny_config, **overrides}, cmd_args=[])
-    _, train_data, valid_data, test_data = prepare_data(config)
-    return config, build_model(config, train_data), train_data, valid_data, test_data
-
-
-def first_batch(loader):
-    batch = next(iter(loader))
-    return batch[0] if isinstance(batch, tuple) else batch
+    return build(model_name, tiny_config, **overrides)
 
 
 def named_losses(model, batch):

@@ -23,7 +23,7 @@ from typing import Tuple
 import torch
 from recbole.utils import InputType
 
-from recbole_diffureason.keys import ConfigError
+from recbole_diffureason.keys import check_ce_transformer
 from recbole_diffureason.model.diffureason import DiffuReason
 from recbole_diffureason.modules.alignment import rewards_from_rank, target_rank
 from recbole_diffureason.modules.encoders import SASRecEncoder
@@ -38,15 +38,7 @@ class DiffuReasonSASRec(DiffuReason):
     @classmethod
     def check_config(cls, config: dict) -> None:
         super().check_config(config)
-        if config.get("loss_type") not in (None, "CE"):
-            raise ConfigError(
-                f"DiffuReasonSASRec trains with a full-softmax CE (Eq. 13); loss_type must be 'CE', got "
-                f"{config.get('loss_type')!r}."
-            )
-        if config["hidden_size"] % config["n_heads"] != 0:
-            raise ConfigError(
-                f"'hidden_size' ({config['hidden_size']}) must be divisible by 'n_heads' ({config['n_heads']})."
-            )
+        check_ce_transformer(config, "DiffuReasonSASRec (L_rec, Eq. 13)")
 
     def build_backbone(self, config, dataset) -> None:
         self.backbone = SASRecEncoder(config, dataset)

@@ -44,7 +44,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_diffureason import checkpoint
-from recbole_diffureason.keys import Bool, Choice, ConfigError, Float, Int, Key, apply_preset
+from recbole_diffureason.keys import Bool, Choice, ConfigError, Float, Int, Key, apply_preset, check_ce_transformer
 from recbole_diffureason.model.common import DiagnosticsMixin
 from recbole_diffureason.modules.alignment import (
     REWARDS,
@@ -133,13 +133,7 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
 
     @classmethod
     def check_config(cls, config: dict) -> None:
-        if config.get("loss_type") not in (None, "CE"):
-            raise ConfigError(f"LARES trains with a full-softmax CE (Eq. 7); loss_type must be 'CE', got "
-                              f"{config.get('loss_type')!r}.")
-        if config["hidden_size"] % config["n_heads"] != 0:
-            raise ConfigError(
-                f"'hidden_size' ({config['hidden_size']}) must be divisible by 'n_heads' ({config['n_heads']})."
-            )
+        check_ce_transformer(config, "LARES (Eq. 7)")
         if config["layer_type"] == "pre_ln" and config["hidden_act"] not in ("gelu", "relu"):
             raise ConfigError(f"layer_type 'pre_ln' (torch's TransformerEncoderLayer) supports hidden_act 'gelu' or "
                               f"'relu', got {config['hidden_act']!r}.")

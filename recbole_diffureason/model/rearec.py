@@ -41,7 +41,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.sequential_recommender import SASRec
 from recbole.utils import InputType
 
-from recbole_diffureason.keys import Bool, ConfigError, Float, Int, Key
+from recbole_diffureason.keys import Bool, Float, Int, Key, check_ce_transformer
 from recbole_diffureason.model.common import DiagnosticsMixin
 from recbole_diffureason.modules import autoregressive
 
@@ -66,13 +66,7 @@ class ReaRec(DiagnosticsMixin, SequentialRecommender):
 
     @classmethod
     def check_config(cls, config: dict) -> None:
-        if config.get("loss_type") not in (None, "CE"):
-            raise ConfigError(f"{cls.__name__} trains with a full-softmax CE; loss_type must be 'CE', got "
-                              f"{config.get('loss_type')!r}.")
-        if config["hidden_size"] % config["n_heads"] != 0:
-            raise ConfigError(
-                f"'hidden_size' ({config['hidden_size']}) must be divisible by 'n_heads' ({config['n_heads']})."
-            )
+        check_ce_transformer(config, cls.__name__)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

@@ -1,0 +1,18 @@
+"""Helpers shared by the model tests."""
+
+from __future__ import annotations
+
+from recbole_diffureason.quick_start import build_config, build_model, prepare_data
+
+
+def build(model_name: str, config_dict: dict, **overrides):
+    """``(config, model, train_data, valid_data, test_data)`` for ``model_name`` on the tiny dataset."""
+    config = build_config(model_name, "tiny", config_dict={**config_dict, **overrides}, cmd_args=[])
+    _, train_data, valid_data, test_data = prepare_data(config)
+    return config, build_model(config, train_data), train_data, valid_data, test_data
+
+
+def first_batch(loader):
+    """The interaction of a loader's first batch (evaluation loaders yield tuples)."""
+    batch = next(iter(loader))
+    return batch[0] if isinstance(batch, tuple) else batch
