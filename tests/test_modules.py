@@ -73,6 +73,15 @@ def test_last_context_sees_only_the_previous_thought():
     assert not torch.allclose(a[:, 2], b[:, 2], atol=1e-4)
 
 
+def test_post_ln_decoder_has_no_final_norm_and_other_outputs():
+    states, padding, h_last = memory()
+    pre = ThinkingTokens(D, n_steps=2, n_heads=4).eval()
+    post = ThinkingTokens(D, n_steps=2, n_heads=4, norm_first=False).eval()
+    assert pre.decoder.norm is not None and post.decoder.norm is None
+    post.load_state_dict({k: v for k, v in pre.state_dict().items() if not k.startswith("decoder.norm")})
+    assert not torch.allclose(pre(states, padding, h_last), post(states, padding, h_last))
+
+
 def test_heads_fall_back_to_a_divisor_of_the_width():
     assert heads_that_divide(50, 8) == 5
     assert heads_that_divide(64, 8) == 8

@@ -84,6 +84,7 @@ class DiffuReason(DiagnosticsMixin, SequentialRecommender):
         "think_dropout": Float(min=0.0, max=1.0, max_inclusive=False),
         "think_step_embedding": Bool(),
         "think_context": Choice(choices=THINK_CONTEXTS),
+        "think_norm_first": Bool(),
         "pooling": Choice(choices=POOLINGS),
         "use_diffusion": Bool(),
         "policy_mean": Choice(choices=("cond", "last_thought")),
@@ -149,6 +150,7 @@ class DiffuReason(DiagnosticsMixin, SequentialRecommender):
             dropout=config["think_dropout"],
             step_embedding=config["think_step_embedding"],
             context=config["think_context"],
+            norm_first=config["think_norm_first"],
         )
         self.pooling = build_pooling(config["pooling"], self.hidden_size)
         self.use_diffusion = config["use_diffusion"]

@@ -32,7 +32,8 @@ class ThinkingTokens(nn.Module):
     """Latent chain of thought: R tokens, the first being the backbone's last state ``h_L``.
 
     ThinkDec is a pre-LN Transformer decoder (causal self-attention over the thoughts so far, cross-attention
-    to the unpadded backbone states, GELU FFN) with a final LayerNorm; ``tau_r`` is its output at the last
+    to the unpadded backbone states, GELU FFN) with a final LayerNorm (``norm_first=False``: post-LN, no final
+    LayerNorm); ``tau_r`` is its output at the last
     position. Step embeddings (spec [R] 5.10.2) tell the decoder which step it is on. ``context='last'``
     feeds only ``tau_{r-1}``, the literal Markov reading of Eq. 1.
 
@@ -52,6 +53,7 @@ class ThinkingTokens(nn.Module):
         step_embedding: bool = True,
         context: str = "full",
         layer_norm_eps: float = 1e-5,
+        norm_first: bool = True,
     ):
         super().__init__()
         if n_steps < 1:
@@ -70,12 +72,12 @@ class ThinkingTokens(nn.Module):
                 dropout=dropout,
                 activation="gelu",
                 batch_first=True,
-                norm_first=True,
+                norm_first=norm_first,
                 layer_norm_eps=layer_norm_eps,
             )
-            self.decoder = nn.TransformerDecoder(
-                layer, num_layers=n_layers, norm=nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-            )
+            # Pre-LN layers leave their output unnormalised, hence the final LayerNorm; post-LN needs none.
+            final_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps) if norm_first else None
+            self.decoder = nn.TransformerDecoder(layer, num_layers=n_layers, norm=final_norm)
             if step_embedding:
                 self.step_embedding = nn.Embedding(n_steps - 1, hidden_size)
 
