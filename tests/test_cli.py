@@ -23,8 +23,9 @@ def test_unknown_model_is_one_line_with_the_choices(capsys, data_root, workdir):
 
 def test_unknown_dataset_says_how_to_get_it(capsys, data_root, workdir):
     assert main(["--model=SASRec", "--dataset=nowhere", f"--data_path={data_root}"]) == 2
-    err = capsys.readouterr().err
-    assert "Dataset 'nowhere' not found" in err and "tiny" in err and "convert" in err
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Dataset 'nowhere' not found") and "\n" not in err
+    assert "tiny" in err and "ml-100k" in err and "convert" in err
 
 
 def test_missing_arguments_and_bad_overrides(capsys):

@@ -62,4 +62,4 @@ def check_dataset(config) -> None:
         )
     if downloadable:
         lines.append(f"RecBole can also download '{name}' itself: add --allow_download=True (needs internet).")
-    raise DatasetNotFoundError("\n".join(lines))
+    raise DatasetNotFoundError(" ".join(lines))
