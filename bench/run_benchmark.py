@@ -126,6 +126,9 @@ def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[s
         if r.get("finished") and b:
             r["train_time_ratio"] = r["train_seconds_per_epoch"] / b["train_seconds_per_epoch"]
             r["eval_time_ratio"] = r["valid_eval_seconds"] / b["valid_eval_seconds"] if b["valid_eval_seconds"] else None
+            if r.get("test") and b.get("test"):
+                r["test_change_vs_baseline"] = {m: r["test"][m] / b["test"][m] - 1.0
+                                                for m in ("ndcg@10", "recall@10") if b["test"].get(m)}
     return {
         "protocol": protocol["name"],
         "dataset": protocol["dataset"],
@@ -144,21 +147,27 @@ def fmt(v, digits=4):
     return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
+def percent(v) -> str:
+    return "-" if v is None else f"{v:+.1%}"
+
+
 def to_markdown(summary: Dict[str, Any]) -> str:
     lines = [f"# {summary['protocol']}: {summary['dataset']}", "", summary.get("description", "").strip(), ""]
     lines += [f"Command: `{summary['command']}`", f"Machine: {summary['machine']['platform']}, "
               f"{summary['machine']['cpu_count']} CPUs, Python {summary['machine']['python']}", ""]
     header = "| run | seed | split | " + " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS)
-    lines += [header + " | epochs | s/epoch (train) | s/eval (valid) | train x | eval x |",
-              "|" + "---|" * (len(METRICS) + 8)]
+    lines += [header + " | epochs | s/epoch (train) | s/eval (valid) | train x | eval x | test N@10 vs base | test R@10 vs base |",
+              "|" + "---|" * (len(METRICS) + 10)]
     for r in summary["rows"]:
         if not r.get("finished"):
-            lines.append(f"| {r['tag']} | | not finished: {r.get('error')} |" + " |" * (len(METRICS) + 5))
+            lines.append(f"| {r['tag']} | | not finished: {r.get('error')} |" + " |" * (len(METRICS) + 7))
             continue
         for split in ("test", "valid"):
             values = r.get(split) or {}
+            change = r.get("test_change_vs_baseline") or {}
             timing = [str(r["epochs_trained"]), fmt(r["train_seconds_per_epoch"], 1), fmt(r["valid_eval_seconds"], 2),
-                      fmt(r.get("train_time_ratio"), 2), fmt(r.get("eval_time_ratio"), 2)] if split == "test" else [""] * 5
+                      fmt(r.get("train_time_ratio"), 2), fmt(r.get("eval_time_ratio"), 2),
+                      percent(change.get("ndcg@10")), percent(change.get("recall@10"))] if split == "test" else [""] * 7
             lines.append(f"| {r['name']} | {r['seed']} | {split} | " + " | ".join(fmt(values.get(m)) for m in METRICS)
                          + " | " + " | ".join(timing) + " |")
     for title, block in (("Reference (measured elsewhere, same protocol)", summary.get("reference")),
