@@ -4,6 +4,7 @@ Imported first by ``recbole_diffureason/__init__.py`` so that every RecBole modu
 sees the patched environment. Each fix is documented in ``recbole-integration.md`` section 3.
 """
 
+import os
 import warnings
 
 import numpy as np
@@ -47,7 +48,34 @@ def silence_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*")
 
 
+def _ensure_dir(dir_path: str) -> None:
+    os.makedirs(dir_path, exist_ok=True)
+
+
+# Every RecBole module that imported ensure_dir by name keeps its own reference to it.
+_ENSURE_DIR_USERS = (
+    "recbole.utils",
+    "recbole.utils.utils",
+    "recbole.utils.logger",
+    "recbole.trainer.trainer",
+    "recbole.data.utils",
+    "recbole.data.dataset.dataset",
+)
+
+
+def make_ensure_dir_race_free() -> None:
+    """RecBole's ``ensure_dir`` checks, then creates: two DDP ranks starting together both see the
+    directory missing and the slower one dies with FileExistsError (``./log`` on a fresh checkout)."""
+    import importlib
+
+    for name in _ENSURE_DIR_USERS:
+        module = importlib.import_module(name)
+        if hasattr(module, "ensure_dir"):
+            module.ensure_dir = _ensure_dir
+
+
 def apply() -> None:
     add_numpy_aliases()
     add_scipy_dok_update()
     silence_known_warnings()
+    make_ensure_dir_race_free()

@@ -23,6 +23,19 @@ def test_first_occurrences_keeps_order():
     assert first_occurrences(torch.tensor([5, 3, 5, 7, 3, 9])).tolist() == [0, 1, 3, 5]
 
 
+def test_recbole_directory_creation_survives_a_concurrent_rank(tmp_path, monkeypatch):
+    # Two ranks starting together: both see ./log missing, the other one creates it first.
+    import recbole.data.utils
+    import recbole.trainer.trainer
+    import recbole.utils.logger
+
+    existing = tmp_path / "log"
+    existing.mkdir()
+    monkeypatch.setattr("os.path.exists", lambda path: False)
+    for module in (recbole.utils.logger, recbole.trainer.trainer, recbole.data.utils):
+        module.ensure_dir(str(existing))
+
+
 def test_two_cpu_processes_train_and_match_a_single_process_evaluation(tiny_config, workdir):
     # 81 users: the DistributedSampler pads one rank with a repeated user, which must not count twice.
     data_root = write_tiny_inter(workdir / "data", name="odd", n_users=81)
