@@ -16,6 +16,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import statistics
 import subprocess
 import sys
 import time
@@ -97,6 +99,12 @@ def run_one(protocol: Dict[str, Any], run: Dict[str, Any], seed: int, work: Path
     return done
 
 
+def median(values: List[float]) -> float:
+    """Per-epoch seconds are summarised by their median: one epoch slowed by other work on the machine
+    (a test run, a resumed process warming up) should not move a timing ratio."""
+    return float(statistics.median(values)) if values else 0.0
+
+
 def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[str, Any]:
     rows = []
     for res in results:
@@ -112,8 +120,8 @@ def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[s
             "finished": True,
             "epochs_trained": len(history),
             "best_epoch": res.get("best_epoch"),
-            "train_seconds_per_epoch": sum(h["train_seconds"] for h in history) / max(len(history), 1),
-            "valid_eval_seconds": sum(h.get("valid_seconds", 0.0) for h in history) / max(len(history), 1),
+            "train_seconds_per_epoch": median([h["train_seconds"] for h in history]),
+            "valid_eval_seconds": median([h.get("valid_seconds", 0.0) for h in history]),
             "test_eval_seconds": res.get("test_eval_seconds"),
             "valid": res["best_valid_result"],
             "test": res["test_result"],
@@ -156,7 +164,7 @@ def to_markdown(summary: Dict[str, Any]) -> str:
     lines += [f"Command: `{summary['command']}`", f"Machine: {summary['machine']['platform']}, "
               f"{summary['machine']['cpu_count']} CPUs, Python {summary['machine']['python']}", ""]
     header = "| run | seed | split | " + " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS)
-    lines += [header + " | epochs | s/epoch (train) | s/eval (valid) | train x | eval x | test N@10 vs base | test R@10 vs base |",
+    lines += [header + " | epochs | s/epoch (train, median) | s/eval (valid, median) | train x | eval x | test N@10 vs base | test R@10 vs base |",
               "|" + "---|" * (len(METRICS) + 10)]
     for r in summary["rows"]:
         if not r.get("finished"):
@@ -188,11 +196,15 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None, help="run only these run names")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default bench/work/<protocol>)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results", help="where the summary goes")
+    parser.add_argument("--summary-only", action="store_true", help="rewrite the summary from finished runs; train nothing")
     args = parser.parse_args()
 
     protocol = load_protocol(args.protocol)
     work = (args.work or ROOT / "bench" / "work" / protocol["name"]).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    if args.summary_only:
+        print(to_markdown(write_summary(protocol, work, args.out, {}, keep_command=True)))
+        return 0
     data_root = work.parent / "dataset"
     ensure_dataset(protocol, data_root)
     jobs = [(run, seed) for run in protocol["runs"] if not args.only or run["name"] in args.only
@@ -225,10 +237,34 @@ def finished_results(protocol: Dict[str, Any], work: Path) -> List[Dict[str, Any
     return results
 
 
-def write_summary(protocol: Dict[str, Any], work: Path, out: Path, failed: Dict[str, Any]) -> Dict[str, Any]:
+def unfinished_progress(protocol: Dict[str, Any], work: Path) -> List[Dict[str, Any]]:
+    """Runs with a log but no finished result: how far they got, from the trainer's log lines."""
+    rows = []
+    for run in protocol["runs"]:
+        for seed in run.get("seeds", protocol.get("seeds", [2020])):
+            tag = f"{run['name']}-seed{seed}"
+            log = work / f"{tag}.log"
+            if (work / f"{tag}.json").is_file() or not log.is_file():
+                continue
+            scores = [(int(m.group(1)), float(m.group(2))) for m in
+                      re.finditer(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)\]", log.read_text(encoding="utf-8"))]
+            if scores:
+                best_epoch, best = max(scores, key=lambda item: item[1])
+                rows.append({"tag": tag, "finished": False, "error": f"in progress: {scores[-1][0] + 1} epochs done, "
+                             f"best valid N@10 so far {best:.4f} (epoch {best_epoch})"})
+    return rows
+
+
+def write_summary(protocol: Dict[str, Any], work: Path, out: Path, failed: Dict[str, Any],
+                  keep_command: bool = False) -> Dict[str, Any]:
     """Write the summary of everything finished so far (after every run, so a long benchmark shows progress;
     runners started separately for different runs of one protocol share the same summary)."""
-    summary = summarise(protocol, finished_results(protocol, work) + list(failed.values()))
+    summary = summarise(protocol, finished_results(protocol, work) + list(failed.values())
+                        + unfinished_progress(protocol, work))
+    previous = out / f"{protocol['name']}.json"
+    if keep_command and previous.is_file():
+        with open(previous, "r", encoding="utf-8") as f:
+            summary["command"] = json.load(f).get("command", summary["command"])
     out.mkdir(parents=True, exist_ok=True)
     with open(out / f"{protocol['name']}.json", "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
