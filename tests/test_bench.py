@@ -1,0 +1,41 @@
+"""The benchmark runner's bookkeeping: timings, ratios to the baseline, progress of unfinished runs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("run_benchmark", ROOT / "bench" / "run_benchmark.py")
+run_benchmark = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_benchmark)
+
+PROTOCOL = {"name": "p", "dataset": "d", "baseline": "SASRec",
+            "runs": [{"name": "SASRec", "model": "SASRec"}, {"name": "DR", "model": "DiffuReasonSASRec"}]}
+
+
+def finished(name: str, model: str, seconds, ndcg: float) -> dict:
+    metrics = {"ndcg@10": ndcg, "recall@10": 2 * ndcg}
+    return {"tag": f"{name}-seed1", "name": name, "model": model, "seed": 1, "finished": True,
+            "history": [{"train_seconds": s, "valid_seconds": s / 10} for s in seconds],
+            "best_valid_result": metrics, "test_result": metrics}
+
+
+def test_timing_ratio_uses_the_median_epoch_and_ignores_one_disturbed_epoch():
+    rows = run_benchmark.summarise(PROTOCOL, [finished("SASRec", "SASRec", [10, 10, 10], 0.04),
+                                              finished("DR", "DiffuReasonSASRec", [15, 15, 90], 0.05)])["rows"]
+    dr = rows[1]
+    assert dr["train_seconds_per_epoch"] == 15 and abs(dr["train_time_ratio"] - 1.5) < 1e-9
+    assert abs(dr["test_change_vs_baseline"]["ndcg@10"] - 0.25) < 1e-9
+
+
+def test_unfinished_runs_report_their_best_validation_epoch(tmp_path):
+    (tmp_path / "DR-seed2020.log").write_text(
+        "x INFO  epoch 0 evaluating [time: 1.0s, valid_score: 0.010000]\n"
+        "x INFO  epoch 1 evaluating [time: 1.0s, valid_score: 0.030000]\n"
+        "x INFO  epoch 2 evaluating [time: 1.0s, valid_score: 0.020000]\n", encoding="utf-8")
+    rows = run_benchmark.unfinished_progress(PROTOCOL, tmp_path)
+    assert [r["tag"] for r in rows] == ["DR-seed2020"]
+    assert "3 epochs done" in rows[0]["error"] and "0.0300 (epoch 1)" in rows[0]["error"]
+    table = run_benchmark.to_markdown(run_benchmark.summarise(PROTOCOL, rows))
+    assert "| DR-seed2020 | | not finished: in progress" in table
