@@ -246,12 +246,15 @@ def unfinished_progress(protocol: Dict[str, Any], work: Path) -> List[Dict[str, 
             log = work / f"{tag}.log"
             if (work / f"{tag}.json").is_file() or not log.is_file():
                 continue
+            text = log.read_text(encoding="utf-8")
             scores = [(int(m.group(1)), float(m.group(2))) for m in
-                      re.finditer(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)\]", log.read_text(encoding="utf-8"))]
+                      re.finditer(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)\]", text)]
+            seconds = [float(m.group(1)) for m in re.finditer(r"epoch \d+ training \[time: ([0-9.]+)s", text)]
             if scores:
                 best_epoch, best = max(scores, key=lambda item: item[1])
                 rows.append({"tag": tag, "finished": False, "error": f"in progress: {scores[-1][0] + 1} epochs done, "
-                             f"best valid N@10 so far {best:.4f} (epoch {best_epoch})"})
+                             f"best valid N@10 so far {best:.4f} (epoch {best_epoch}), "
+                             f"median {median(seconds):.0f} s per training epoch"})
     return rows
 
 

@@ -31,11 +31,15 @@ def test_timing_ratio_uses_the_median_epoch_and_ignores_one_disturbed_epoch():
 
 def test_unfinished_runs_report_their_best_validation_epoch(tmp_path):
     (tmp_path / "DR-seed2020.log").write_text(
+        "x INFO  epoch 0 training [time: 100.00s, train loss: 1]\n"
         "x INFO  epoch 0 evaluating [time: 1.0s, valid_score: 0.010000]\n"
+        "x INFO  epoch 1 training [time: 120.00s, train loss: 1]\n"
         "x INFO  epoch 1 evaluating [time: 1.0s, valid_score: 0.030000]\n"
+        "x INFO  epoch 2 training [time: 900.00s, train loss: 1]\n"
         "x INFO  epoch 2 evaluating [time: 1.0s, valid_score: 0.020000]\n", encoding="utf-8")
     rows = run_benchmark.unfinished_progress(PROTOCOL, tmp_path)
     assert [r["tag"] for r in rows] == ["DR-seed2020"]
     assert "3 epochs done" in rows[0]["error"] and "0.0300 (epoch 1)" in rows[0]["error"]
+    assert "median 120 s per training epoch" in rows[0]["error"]
     table = run_benchmark.to_markdown(run_benchmark.summarise(PROTOCOL, rows))
     assert "| DR-seed2020 | | not finished: in progress" in table
