@@ -225,36 +225,39 @@ def main() -> int:
     return 0 if not failed else 1
 
 
+def run_tags(protocol: Dict[str, Any]) -> List[str]:
+    """``<run name>-seed<seed>`` of every run of the protocol, in protocol order: the file stem of its outputs."""
+    return [f"{run['name']}-seed{seed}" for run in protocol["runs"]
+            for seed in run.get("seeds", protocol.get("seeds", [2020]))]
+
+
 def finished_results(protocol: Dict[str, Any], work: Path) -> List[Dict[str, Any]]:
     """Every finished run of the protocol found in its work folder, in protocol order, whoever ran it."""
     results = []
-    for run in protocol["runs"]:
-        for seed in run.get("seeds", protocol.get("seeds", [2020])):
-            path = work / f"{run['name']}-seed{seed}.json"
-            if path.is_file():
-                with open(path, "r", encoding="utf-8") as f:
-                    results.append(json.load(f))
+    for tag in run_tags(protocol):
+        path = work / f"{tag}.json"
+        if path.is_file():
+            with open(path, "r", encoding="utf-8") as f:
+                results.append(json.load(f))
     return results
 
 
 def unfinished_progress(protocol: Dict[str, Any], work: Path) -> List[Dict[str, Any]]:
     """Runs with a log but no finished result: how far they got, from the trainer's log lines."""
     rows = []
-    for run in protocol["runs"]:
-        for seed in run.get("seeds", protocol.get("seeds", [2020])):
-            tag = f"{run['name']}-seed{seed}"
-            log = work / f"{tag}.log"
-            if (work / f"{tag}.json").is_file() or not log.is_file():
-                continue
-            text = log.read_text(encoding="utf-8")
-            scores = [(int(m.group(1)), float(m.group(2))) for m in
-                      re.finditer(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)\]", text)]
-            seconds = [float(m.group(1)) for m in re.finditer(r"epoch \d+ training \[time: ([0-9.]+)s", text)]
-            if scores:
-                best_epoch, best = max(scores, key=lambda item: item[1])
-                rows.append({"tag": tag, "finished": False, "error": f"in progress: {scores[-1][0] + 1} epochs done, "
-                             f"best valid N@10 so far {best:.4f} (epoch {best_epoch}), "
-                             f"median {median(seconds):.0f} s per training epoch"})
+    for tag in run_tags(protocol):
+        log = work / f"{tag}.log"
+        if (work / f"{tag}.json").is_file() or not log.is_file():
+            continue
+        text = log.read_text(encoding="utf-8")
+        scores = [(int(m.group(1)), float(m.group(2))) for m in
+                  re.finditer(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)\]", text)]
+        seconds = [float(m.group(1)) for m in re.finditer(r"epoch \d+ training \[time: ([0-9.]+)s", text)]
+        if scores:
+            best_epoch, best = max(scores, key=lambda item: item[1])
+            rows.append({"tag": tag, "finished": False, "error": f"in progress: {scores[-1][0] + 1} epochs done, "
+                         f"best valid N@10 so far {best:.4f} (epoch {best_epoch}), "
+                         f"median {median(seconds):.0f} s per training epoch"})
     return rows
 
 
