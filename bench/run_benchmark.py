@@ -95,8 +95,30 @@ def run_one(protocol: Dict[str, Any], run: Dict[str, Any], seed: int, work: Path
         return {"tag": tag, "finished": False, "error": f"exit code {code}"}
     with open(result_file, "r", encoding="utf-8") as f:
         done = json.load(f)
+    done["runner_command"] = runner_command()
+    done["machine"] = machine()
+    with open(result_file, "w", encoding="utf-8") as f:
+        json.dump(done, f, indent=2, default=str)
     print(f"[{tag}] finished in {time.time() - start:.0f}s", flush=True)
     return done
+
+
+def runner_command() -> str:
+    return " ".join([Path(sys.executable).name] + sys.argv)
+
+
+def machine() -> Dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count()}
+
+
+def stage_seconds(history: List[Dict[str, Any]]) -> Dict[str, float]:
+    """Median training seconds per epoch of each stage of a staged model (LARES SPT -> RPT), whose stages cost
+    very different amounts; empty for a model trained in one stage."""
+    stages: Dict[str, List[float]] = {}
+    for h in history:
+        stages.setdefault(h.get("stage", "train"), []).append(h["train_seconds"])
+    return {name: median(values) for name, values in stages.items()} if len(stages) > 1 else {}
 
 
 def median(values: List[float]) -> float:
@@ -121,18 +143,23 @@ def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[s
             "epochs_trained": len(history),
             "best_epoch": res.get("best_epoch"),
             "train_seconds_per_epoch": median([h["train_seconds"] for h in history]),
+            "stage_seconds_per_epoch": stage_seconds(history),
             "valid_eval_seconds": median([h.get("valid_seconds", 0.0) for h in history]),
             "test_eval_seconds": res.get("test_eval_seconds"),
             "valid": res["best_valid_result"],
             "test": res["test_result"],
             "wall_seconds": res.get("wall_seconds"),
             "overrides": res.get("overrides"),
+            "command": res.get("runner_command"),
+            "machine": res.get("machine"),
         })
     base = {r["seed"]: r for r in rows if r.get("finished") and r["model"] == protocol.get("baseline", "SASRec")}
     for r in rows:
         b = base.get(r.get("seed"))
         if r.get("finished") and b:
             r["train_time_ratio"] = r["train_seconds_per_epoch"] / b["train_seconds_per_epoch"]
+            r["stage_time_ratio"] = {name: seconds / b["train_seconds_per_epoch"]
+                                     for name, seconds in r["stage_seconds_per_epoch"].items()}
             r["eval_time_ratio"] = r["valid_eval_seconds"] / b["valid_eval_seconds"] if b["valid_eval_seconds"] else None
             if r.get("test") and b.get("test"):
                 r["test_change_vs_baseline"] = {m: r["test"][m] / b["test"][m] - 1.0
@@ -142,9 +169,8 @@ def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[s
         "dataset": protocol["dataset"],
         "description": protocol.get("description", ""),
         "common": protocol.get("common", {}),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
-                    "cpu_count": os.cpu_count()},
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "machine": machine(),
+        "command": runner_command(),
         "rows": rows,
         "paper": protocol.get("paper", {}),
         "reference": protocol.get("reference", {}),
@@ -178,6 +204,18 @@ def to_markdown(summary: Dict[str, Any]) -> str:
                       percent(change.get("ndcg@10")), percent(change.get("recall@10"))] if split == "test" else [""] * 7
             lines.append(f"| {r['name']} | {r['seed']} | {split} | " + " | ".join(fmt(values.get(m)) for m in METRICS)
                          + " | " + " | ".join(timing) + " |")
+    staged = [r for r in summary["rows"] if r.get("stage_seconds_per_epoch")]
+    if staged:
+        lines += ["", "Training seconds per epoch of each stage (median; x = ratio to the baseline's epoch):", ""]
+        for r in staged:
+            ratios = r.get("stage_time_ratio") or {}
+            parts = [f"{name} {seconds:.1f} s" + (f" ({ratios[name]:.2f}x)" if name in ratios else "")
+                     for name, seconds in r["stage_seconds_per_epoch"].items()]
+            lines.append(f"- {r['name']} (seed {r['seed']}): " + ", ".join(parts))
+    commands = sorted({r["command"] for r in summary["rows"] if r.get("command")})
+    if len(commands) > 1 or (commands and commands[0] != summary["command"]):
+        lines += ["", "Runs were made by these commands (each run's own command and machine are in the JSON):", ""]
+        lines += [f"- `{c}`" for c in commands]
     for title, block in (("Reference (measured elsewhere, same protocol)", summary.get("reference")),
                          ("Papers (their protocol and sizes; not comparable run for run)", summary.get("paper"))):
         if block:

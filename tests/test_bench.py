@@ -43,3 +43,17 @@ def test_unfinished_runs_report_their_best_validation_epoch(tmp_path):
     assert "median 120 s per training epoch" in rows[0]["error"]
     table = run_benchmark.to_markdown(run_benchmark.summarise(PROTOCOL, rows))
     assert "| DR-seed2020 | | not finished: in progress" in table
+
+
+def test_staged_models_report_each_stage_and_its_ratio_to_the_baseline_epoch():
+    lares = finished("LARES", "LARES", [20, 20, 20, 60, 60], 0.04)
+    for h, stage in zip(lares["history"], ["spt"] * 3 + ["rpt"] * 2):
+        h["stage"] = stage
+    lares["runner_command"] = "python3 bench/run_benchmark.py p.yaml --only LARES"
+    rows = run_benchmark.summarise(PROTOCOL, [finished("SASRec", "SASRec", [10, 10, 10], 0.04), lares])["rows"]
+    assert rows[0]["stage_seconds_per_epoch"] == {}
+    assert rows[1]["stage_seconds_per_epoch"] == {"spt": 20, "rpt": 60}
+    assert rows[1]["stage_time_ratio"] == {"spt": 2.0, "rpt": 6.0}
+    table = run_benchmark.to_markdown(run_benchmark.summarise(PROTOCOL, [lares]))
+    assert "- LARES (seed 1): spt 20.0 s, rpt 60.0 s" in table
+    assert "`python3 bench/run_benchmark.py p.yaml --only LARES`" in table
