@@ -10,7 +10,9 @@ what RecBole gets wrong on a modern stack or what long benchmark runs need:
 * models that declare ``training_stages()`` (two-stage ablations, LARES SPT -> RPT) run their stages in one
   ``fit`` call; each later stage starts from the best checkpoint of the stage before, with a fresh optimizer;
 * loss terms are logged under the names in ``model.loss_names`` and the model's diagnostics
-  (``model.pop_diagnostics()``) are logged once per epoch; per-epoch wall times go to ``self.history``.
+  (``model.pop_diagnostics()``) are logged once per epoch; per-epoch wall times go to ``self.history``;
+* a non-finite loss or gradient stops training with ``NonFiniteTrainingError``, which names the loss term or
+  the parameters it came from (RecBole only notices a NaN loss one batch after the weights were spoiled).
 """
 
 from __future__ import annotations
@@ -31,6 +33,22 @@ from recbole_diffureason import checkpoint
 
 # Per-row entries of RecBole's evaluation DataStruct (the ones Collector.get_data_struct resets).
 _ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label")
+
+
+class NonFiniteTrainingError(FloatingPointError):
+    """A loss term or a gradient became NaN or infinite during training."""
+
+
+def non_finite_gradients(parameters, limit: int = 5) -> List[str]:
+    """Names of (at most ``limit``) parameters whose gradient holds a NaN or an infinity."""
+    named = [(name, p.grad) for name, p in parameters if p.grad is not None]
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(grad).all() for _, grad in named]).cpu()  # one device sync per step
+    if bool(finite.all()):
+        return []
+    bad = [name for (name, _), ok in zip(named, finite.tolist()) if not ok]
+    return bad[:limit] + ([f"... and {len(bad) - limit} more"] if len(bad) > limit else [])
 
 
 def last_checkpoint_path(saved_model_file: str) -> str:
@@ -120,6 +138,47 @@ class DRTrainerMixin:
         self.stage_index = 0
         self._epoch_record: Dict[str, Any] = {}
         self._resumed_stage_finished = False
+        self._batch_losses: Any = None
+        self._batch_index = -1
+        self._epoch_index = -1
+        if self._checks_finite():
+            self.optimizer.register_step_pre_hook(self._refuse_non_finite_step)
+
+    # ------------------------------------------------------------------ non-finite guard
+    def _checks_finite(self) -> bool:
+        return self.config["check_finite"] is not False
+
+    def _build_optimizer(self, **kwargs):
+        optimizer = super()._build_optimizer(**kwargs)
+        if getattr(self, "history", None) is not None and self._checks_finite():  # a later stage's optimizer
+            optimizer.register_step_pre_hook(self._refuse_non_finite_step)
+        return optimizer
+
+    def _where(self) -> str:
+        names = list(getattr(self.model, "loss_names", ()) or ())
+        values = self._batch_losses if isinstance(self._batch_losses, tuple) else (self._batch_losses,)
+        if len(names) != len(values):
+            names = [f"loss{i + 1}" for i in range(len(values))]
+        terms = ", ".join(f"{n}={float(torch.as_tensor(v).detach()):.4g}" for n, v in zip(names, values) if v is not None)
+        return f"epoch {self._epoch_index}, batch {self._batch_index} ({terms})"
+
+    def _advice(self) -> str:
+        return (f" Gradient clipping is {'on: ' + str(self.config['clip_grad_norm']) if self.config['clip_grad_norm'] else 'off'}"
+                f", learning_rate={self.config['learning_rate']}. Lower the learning rate or set clip_grad_norm "
+                "(e.g. \"{'max_norm': 5.0}\"); resume=True restarts from the last checkpoint before the failure.")
+
+    def _check_nan(self, loss):
+        if not self._checks_finite():
+            return super()._check_nan(loss)
+        if not torch.isfinite(loss):
+            raise NonFiniteTrainingError(f"The training loss is {float(loss.detach())} at {self._where()}." + self._advice())
+
+    def _refuse_non_finite_step(self, optimizer, args, kwargs):
+        bad = non_finite_gradients(self.model.named_parameters())
+        if bad:
+            raise NonFiniteTrainingError(
+                f"Non-finite gradients at {self._where()} in: {', '.join(bad)}; the weights were not updated."
+                + self._advice())
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_payload(self, epoch: int) -> Dict[str, Any]:
@@ -220,7 +279,15 @@ class DRTrainerMixin:
         if callable(hook):
             hook(epoch_idx)
         start = time()
-        losses = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        compute = loss_func or self.model.calculate_loss
+        self._epoch_index, self._batch_index = epoch_idx, -1
+
+        def remembering_loss(interaction):
+            self._batch_index += 1
+            self._batch_losses = compute(interaction)
+            return self._batch_losses
+
+        losses = super()._train_epoch(train_data, epoch_idx, loss_func=remembering_loss, show_progress=show_progress)
         n_batches = max(len(train_data), 1)
         names = list(getattr(self.model, "loss_names", ()) or ())
         values = losses if isinstance(losses, tuple) else (losses,)

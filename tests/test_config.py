@@ -29,6 +29,13 @@ def test_model_yaml_provides_every_default(data_root, workdir):
         assert cfg[key] == value, key
     assert cfg["reasoning_steps"] == 3 and cfg["diffusion_steps"] == 16 and cfg["group_size"] == 8
     assert cfg["train_neg_sample_args"]["distribution"] == "none"  # CE needs no negatives
+    assert cfg["clip_grad_norm"] == {"max_norm": 5.0}  # spec 5.5.1 "Stability"
+
+
+def test_gradient_clipping_can_be_switched_off_from_the_command_line(data_root, workdir):
+    cfg = DRConfig("DiffuReasonSASRec", "tiny", config_dict={"data_path": str(data_root)},
+                   cmd_args=["--clip_grad_norm=None"])
+    assert cfg["clip_grad_norm"] is None
 
 
 def test_backbone_defaults_equal_recbole_sasrec_defaults():
@@ -80,6 +87,7 @@ def test_recbole_builtin_keeps_its_own_defaults(tiny_config):
                  model="SASRec")
     assert cfg["hidden_size"] == 64 and cfg["inner_size"] == 256 and cfg["loss_type"] == "CE"
     assert cfg["reasoning_steps"] is None  # no DiffuReason key leaks into a built-in
+    assert cfg["clip_grad_norm"] is None  # nor DiffuReason's gradient clipping
 
 
 @pytest.mark.parametrize("key,value,message", [
