@@ -112,6 +112,12 @@ def machine() -> Dict[str, Any]:
             "cpu_count": os.cpu_count()}
 
 
+def machine_of(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The machine the finished runs report when they agree (a summary rewritten elsewhere keeps theirs)."""
+    seen = {json.dumps(r["machine"], sort_keys=True) for r in rows if r.get("machine")}
+    return json.loads(seen.pop()) if len(seen) == 1 else machine()
+
+
 def stage_seconds(history: List[Dict[str, Any]]) -> Dict[str, float]:
     """Median training seconds per epoch of each stage of a staged model (LARES SPT -> RPT), whose stages cost
     very different amounts; empty for a model trained in one stage."""
@@ -152,6 +158,7 @@ def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[s
             "overrides": res.get("overrides"),
             "command": res.get("runner_command"),
             "machine": res.get("machine"),
+            "device": res.get("device"),
         })
     base = {r["seed"]: r for r in rows if r.get("finished") and r["model"] == protocol.get("baseline", "SASRec")}
     for r in rows:
@@ -169,7 +176,7 @@ def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[s
         "dataset": protocol["dataset"],
         "description": protocol.get("description", ""),
         "common": protocol.get("common", {}),
-        "machine": machine(),
+        "machine": machine_of(rows),
         "command": runner_command(),
         "rows": rows,
         "paper": protocol.get("paper", {}),
@@ -291,11 +298,15 @@ def unfinished_progress(protocol: Dict[str, Any], work: Path) -> List[Dict[str, 
         scores = [(int(m.group(1)), float(m.group(2))) for m in
                   re.finditer(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)\]", text)]
         seconds = [float(m.group(1)) for m in re.finditer(r"epoch \d+ training \[time: ([0-9.]+)s", text)]
+        crash = re.search(r"Traceback \(most recent call last\):.*?\n(\w*(?:Error|Exception)\w*: [^\n]*)", text, re.S)
+        state = f"failed ({crash.group(1)[:200]})" if crash else "in progress"
         if scores:
             best_epoch, best = max(scores, key=lambda item: item[1])
-            rows.append({"tag": tag, "finished": False, "error": f"in progress: {scores[-1][0] + 1} epochs done, "
+            rows.append({"tag": tag, "finished": False, "error": f"{state}: {scores[-1][0] + 1} epochs done, "
                          f"best valid N@10 so far {best:.4f} (epoch {best_epoch}), "
                          f"median {median(seconds):.0f} s per training epoch"})
+        elif crash:
+            rows.append({"tag": tag, "finished": False, "error": state})
     return rows
 
 

@@ -57,3 +57,35 @@ def test_staged_models_report_each_stage_and_its_ratio_to_the_baseline_epoch():
     table = run_benchmark.to_markdown(run_benchmark.summarise(PROTOCOL, [lares]))
     assert "- LARES (seed 1): spt 20.0 s, rpt 60.0 s" in table
     assert "`python3 bench/run_benchmark.py p.yaml --only LARES`" in table
+
+
+def test_summary_reports_the_machine_its_runs_ran_on():
+    gpu = {"platform": "Linux-gpu", "cpu_count": 16}
+    a, b = finished("SASRec", "SASRec", [1], 0.04), finished("DR", "DiffuReasonSASRec", [2], 0.05)
+    a["machine"] = b["machine"] = gpu
+    assert run_benchmark.summarise(PROTOCOL, [a, b])["machine"] == gpu
+    b["machine"] = {"platform": "other"}
+    assert run_benchmark.summarise(PROTOCOL, [a, b])["machine"] == run_benchmark.machine()
+
+
+def test_comparison_takes_each_change_against_the_baseline_of_its_own_summary():
+    spec = importlib.util.spec_from_file_location("compare_results", ROOT / "bench" / "compare_results.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    cpu = run_benchmark.summarise(PROTOCOL, [finished("SASRec", "SASRec", [10], 0.04), finished("DR", "DiffuReasonSASRec", [15], 0.05)])
+    gpu = run_benchmark.summarise({**PROTOCOL, "name": "g"}, [finished("SASRec", "SASRec", [1], 0.05), finished("DR", "DiffuReasonSASRec", [2], 0.04)])
+    gpu["machine"] = {"platform": "Linux-gpu"}
+    combined = compare.combine([cpu, gpu])
+    changes = [(r["source"], r["hardware"], round(r["test_change_vs_baseline"]["ndcg@10"], 3)) for r in combined["rows"]]
+    assert changes == [("p", "CPU", 0.0), ("p", "CPU", 0.25), ("g", "GPU", 0.0), ("g", "GPU", -0.2)]
+    assert "| DR | g (GPU) |" in compare.to_markdown(combined, "t", "")
+
+
+def test_a_run_that_crashed_is_reported_as_failed_not_in_progress(tmp_path):
+    (tmp_path / "DR-seed2020.log").write_text(
+        "x INFO  epoch 0 training [time: 10.00s, train loss: 1]\n"
+        "x INFO  epoch 0 evaluating [time: 1.0s, valid_score: 0.020000]\n"
+        "Traceback (most recent call last):\n  File \"t.py\", line 1, in <module>\n"
+        "ValueError: Training loss is nan\n", encoding="utf-8")
+    rows = run_benchmark.unfinished_progress(PROTOCOL, tmp_path)
+    assert rows[0]["error"].startswith("failed (ValueError: Training loss is nan): 1 epochs done")

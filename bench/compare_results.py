@@ -1,0 +1,104 @@
+"""One table of every finished run from several benchmark summaries that share a protocol's settings.
+
+    python bench/compare_results.py docs/results/beauty_cpu.json docs/results/beauty_gpu_baselines.json \
+        --name beauty_comparison --title "..."
+
+Each row keeps the summary it came from, and its change against the baseline (SASRec) is taken against the
+baseline of that same summary, i.e. measured on the same hardware in the same protocol. Time columns are left
+out: summaries made on different machines (or with concurrent runs) do not give comparable seconds; each source
+summary has its own. Writes docs/results/<name>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+ROOT = Path(__file__).resolve().parent.parent
+METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+
+
+def load(path: Path) -> Dict[str, Any]:
+    with open(path, "r", encoding="utf-8") as f:
+        summary = json.load(f)
+    if "rows" not in summary or "protocol" not in summary:
+        raise SystemExit(f"{path} is not a benchmark summary written by bench/run_benchmark.py.")
+    return summary
+
+
+def hardware(summary: Dict[str, Any], row: Dict[str, Any]) -> str:
+    """GPU or CPU: the torch device the run reports, else the machine's name."""
+    device = row.get("device") or ("cuda" if "gpu" in summary.get("machine", {}).get("platform", "").lower() else "cpu")
+    return "GPU" if str(device).startswith("cuda") else "CPU"
+
+
+def combine(summaries: List[Dict[str, Any]]) -> Dict[str, Any]:
+    rows, papers, references = [], {}, {}
+    for summary in summaries:
+        for r in summary["rows"]:
+            if not r.get("finished"):
+                continue
+            rows.append({
+                "name": r["name"], "model": r["model"], "seed": r["seed"], "source": summary["protocol"],
+                "hardware": hardware(summary, r), "epochs_trained": r.get("epochs_trained"), "best_epoch": r.get("best_epoch"),
+                "test": r.get("test"), "valid": r.get("valid"),
+                "test_change_vs_baseline": r.get("test_change_vs_baseline") or {},
+            })
+        papers.update(summary.get("paper", {}))
+        references.update(summary.get("reference", {}))
+    return {"rows": rows, "paper": papers, "reference": references,
+            "sources": [{"protocol": s["protocol"], "command": s.get("command"), "machine": s.get("machine")} for s in summaries]}
+
+
+def fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def percent(v) -> str:
+    return "-" if v is None else f"{v:+.1%}"
+
+
+def to_markdown(combined: Dict[str, Any], title: str, description: str) -> str:
+    short = [m.replace("recall", "R").replace("ndcg", "N") for m in METRICS]
+    lines = [f"# {title}", "", description.strip(), "",
+             "| run | measured in | test " + " | test ".join(short) + " | valid N@10 | epochs | test N@10 vs SASRec | test R@10 vs SASRec |",
+             "|" + "---|" * (len(METRICS) + 7)]
+    for r in combined["rows"]:
+        test, change = r.get("test") or {}, r["test_change_vs_baseline"]
+        lines.append(f"| {r['name']} | {r['source']} ({r['hardware']}) | " + " | ".join(fmt(test.get(m)) for m in METRICS)
+                     + f" | {fmt((r.get('valid') or {}).get('ndcg@10'))} | {r['epochs_trained']} | "
+                     f"{percent(change.get('ndcg@10'))} | {percent(change.get('recall@10'))} |")
+    for heading, block in (("Reference (measured elsewhere, same protocol)", combined["reference"]),
+                           ("Papers (their protocol and sizes; not comparable run for run)", combined["paper"])):
+        if block:
+            lines += ["", f"## {heading}", "", "| source | " + " | ".join(short) + " |", "|" + "---|" * (len(METRICS) + 1)]
+            lines += [f"| {source} | " + " | ".join(fmt(v.get(m)) for m in METRICS) + " |" for source, v in block.items()]
+    lines += ["", "Sources:", ""] + [f"- {s['protocol']}: `{s['command']}`" for s in combined["sources"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("summaries", nargs="+", type=Path)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--title", default=None)
+    parser.add_argument("--description", default="")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    args = parser.parse_args()
+    combined = combine([load(p) for p in args.summaries])
+    combined["description"] = args.description
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / f"{args.name}.json", "w", encoding="utf-8") as f:
+        json.dump(combined, f, indent=2)
+    text = to_markdown(combined, args.title or args.name, args.description)
+    with open(args.out / f"{args.name}.md", "w", encoding="utf-8") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
