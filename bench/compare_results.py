@@ -1,7 +1,7 @@
 """One table of every finished run from several benchmark summaries that share a protocol's settings.
 
     python bench/compare_results.py docs/results/beauty_cpu.json docs/results/beauty_gpu_baselines.json \
-        --name beauty_comparison --title "..."
+        --name beauty_comparison --title "..." --description "..." --notes bench/protocols/beauty_comparison.notes.md
 
 Each row keeps the summary it came from, and its change against the baseline (SASRec) is taken against the
 baseline of that same summary, i.e. measured on the same hardware in the same protocol. Time columns are left
@@ -61,11 +61,11 @@ def percent(v) -> str:
     return "-" if v is None else f"{v:+.1%}"
 
 
-def to_markdown(combined: Dict[str, Any], title: str, description: str) -> str:
+def to_markdown(combined: Dict[str, Any], title: str, description: str, notes: str = "") -> str:
     short = [m.replace("recall", "R").replace("ndcg", "N") for m in METRICS]
     lines = [f"# {title}", "", description.strip(), "",
              "| run | measured in | test " + " | test ".join(short) + " | valid N@10 | epochs | test N@10 vs SASRec | test R@10 vs SASRec |",
-             "|" + "---|" * (len(METRICS) + 7)]
+             "|" + "---|" * (len(METRICS) + 6)]
     for r in combined["rows"]:
         test, change = r.get("test") or {}, r["test_change_vs_baseline"]
         lines.append(f"| {r['name']} | {r['source']} ({r['hardware']}) | " + " | ".join(fmt(test.get(m)) for m in METRICS)
@@ -76,6 +76,8 @@ def to_markdown(combined: Dict[str, Any], title: str, description: str) -> str:
         if block:
             lines += ["", f"## {heading}", "", "| source | " + " | ".join(short) + " |", "|" + "---|" * (len(METRICS) + 1)]
             lines += [f"| {source} | " + " | ".join(fmt(v.get(m)) for m in METRICS) + " |" for source, v in block.items()]
+    if notes.strip():
+        lines += ["", notes.strip()]
     lines += ["", "Sources:", ""] + [f"- {s['protocol']}: `{s['command']}`" for s in combined["sources"]]
     return "\n".join(lines) + "\n"
 
@@ -86,6 +88,7 @@ def main() -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--title", default=None)
     parser.add_argument("--description", default="")
+    parser.add_argument("--notes", type=Path, default=None, help="markdown appended after the tables")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
     combined = combine([load(p) for p in args.summaries])
@@ -93,7 +96,9 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / f"{args.name}.json", "w", encoding="utf-8") as f:
         json.dump(combined, f, indent=2)
-    text = to_markdown(combined, args.title or args.name, args.description)
+    notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
+    combined["notes"] = notes
+    text = to_markdown(combined, args.title or args.name, args.description, notes)
     with open(args.out / f"{args.name}.md", "w", encoding="utf-8") as f:
         f.write(text)
     print(text)

@@ -78,7 +78,10 @@ def test_comparison_takes_each_change_against_the_baseline_of_its_own_summary():
     combined = compare.combine([cpu, gpu])
     changes = [(r["source"], r["hardware"], round(r["test_change_vs_baseline"]["ndcg@10"], 3)) for r in combined["rows"]]
     assert changes == [("p", "CPU", 0.0), ("p", "CPU", 0.25), ("g", "GPU", 0.0), ("g", "GPU", -0.2)]
-    assert "| DR | g (GPU) |" in compare.to_markdown(combined, "t", "")
+    table = compare.to_markdown(combined, "t", "", notes="## Disagreements\nnone")
+    assert "| DR | g (GPU) |" in table and table.index("## Disagreements") > table.index("| DR | g (GPU) |")
+    header, separator = [line for line in table.splitlines() if line.startswith("|")][:2]
+    assert header.count("|") == separator.count("|")
 
 
 def test_a_run_that_crashed_is_reported_as_failed_not_in_progress(tmp_path):
