@@ -138,29 +138,35 @@ class DRTrainerMixin:
         self.stage_index = 0
         self._epoch_record: Dict[str, Any] = {}
         self._resumed_stage_finished = False
-        self._batch_losses: Any = None
-        self._batch_index = -1
-        self._epoch_index = -1
-        if self._checks_finite():
-            self.optimizer.register_step_pre_hook(self._refuse_non_finite_step)
 
     # ------------------------------------------------------------------ non-finite guard
+    # Where training is, for the guard's messages (class defaults: RecBole builds the optimizer in __init__).
+    _batch_losses: Any = None
+    _batch_index = -1
+    _epoch_index = -1
+
     def _checks_finite(self) -> bool:
         return self.config["check_finite"] is not False
 
     def _build_optimizer(self, **kwargs):
+        """Every optimizer, the first and each later stage's, refuses a step with non-finite gradients."""
         optimizer = super()._build_optimizer(**kwargs)
-        if getattr(self, "history", None) is not None and self._checks_finite():  # a later stage's optimizer
+        if self._checks_finite():
             optimizer.register_step_pre_hook(self._refuse_non_finite_step)
         return optimizer
 
     def _where(self) -> str:
-        names = list(getattr(self.model, "loss_names", ()) or ())
         values = self._batch_losses if isinstance(self._batch_losses, tuple) else (self._batch_losses,)
-        if len(names) != len(values):
-            names = [f"loss{i + 1}" for i in range(len(values))]
-        terms = ", ".join(f"{n}={float(torch.as_tensor(v).detach()):.4g}" for n, v in zip(names, values) if v is not None)
+        terms = ", ".join(f"{n}={float(torch.as_tensor(v).detach()):.4g}"
+                          for n, v in zip(self._loss_names(values), values) if v is not None)
         return f"epoch {self._epoch_index}, batch {self._batch_index} ({terms})"
+
+    def _loss_names(self, values: tuple) -> List[str]:
+        """``model.loss_names`` when it matches the loss tuple, else ``loss`` / ``loss1, loss2, ...``."""
+        names = list(getattr(self.model, "loss_names", ()) or ())
+        if len(names) == len(values):
+            return names
+        return [f"loss{i + 1}" for i in range(len(values))] if len(values) > 1 else ["loss"]
 
     def _advice(self) -> str:
         return (f" Gradient clipping is {'on: ' + str(self.config['clip_grad_norm']) if self.config['clip_grad_norm'] else 'off'}"
@@ -289,10 +295,8 @@ class DRTrainerMixin:
 
         losses = super()._train_epoch(train_data, epoch_idx, loss_func=remembering_loss, show_progress=show_progress)
         n_batches = max(len(train_data), 1)
-        names = list(getattr(self.model, "loss_names", ()) or ())
         values = losses if isinstance(losses, tuple) else (losses,)
-        if len(names) != len(values):
-            names = [f"loss{i + 1}" for i in range(len(values))] if len(values) > 1 else ["loss"]
+        names = self._loss_names(values)
         pop = getattr(self.model, "pop_diagnostics", None)
         self._epoch_record = {
             "stage": self._stage_name(),

@@ -63,3 +63,13 @@ def test_the_guard_can_be_switched_off(tiny_config):
         trainer._train_epoch(train_data, 0)
     assert not isinstance(error.value, NonFiniteTrainingError)
     assert torch.isnan(weight).any()
+
+
+def test_a_later_stage_optimizer_is_guarded_too(tiny_config):
+    """Staged training (LARES SPT -> RPT, two-stage ablation) builds a fresh optimizer for each stage."""
+    trainer, _, _ = trainer_for(tiny_config)
+    optimizer = trainer._build_optimizer(params=trainer.model.parameters(), learning_rate=1e-3)
+    weight = trainer.model.refiner.time_mlp[0].weight
+    weight.grad = torch.full_like(weight, float("nan"))
+    with pytest.raises(NonFiniteTrainingError, match=r"refiner\.time_mlp\.0\.weight"):
+        optimizer.step()
