@@ -17,8 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_benchmark import METRICS, fmt, percent, reference_tables, short_name  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 
 
 def load(path: Path) -> Dict[str, Any]:
@@ -29,10 +31,9 @@ def load(path: Path) -> Dict[str, Any]:
     return summary
 
 
-def hardware(summary: Dict[str, Any], row: Dict[str, Any]) -> str:
-    """GPU or CPU: the torch device the run reports, else the machine's name."""
-    device = row.get("device") or ("cuda" if "gpu" in summary.get("machine", {}).get("platform", "").lower() else "cpu")
-    return "GPU" if str(device).startswith("cuda") else "CPU"
+def hardware(row: Dict[str, Any]) -> str:
+    """GPU or CPU: the torch device the run reports."""
+    return "GPU" if str(row.get("device", "cpu")).startswith("cuda") else "CPU"
 
 
 def combine(summaries: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -43,7 +44,7 @@ def combine(summaries: List[Dict[str, Any]]) -> Dict[str, Any]:
                 continue
             rows.append({
                 "name": r["name"], "model": r["model"], "seed": r["seed"], "source": summary["protocol"],
-                "hardware": hardware(summary, r), "epochs_trained": r.get("epochs_trained"), "best_epoch": r.get("best_epoch"),
+                "hardware": hardware(r), "epochs_trained": r.get("epochs_trained"), "best_epoch": r.get("best_epoch"),
                 "test": r.get("test"), "valid": r.get("valid"),
                 "test_change_vs_baseline": r.get("test_change_vs_baseline") or {},
             })
@@ -53,16 +54,8 @@ def combine(summaries: List[Dict[str, Any]]) -> Dict[str, Any]:
             "sources": [{"protocol": s["protocol"], "command": s.get("command"), "machine": s.get("machine")} for s in summaries]}
 
 
-def fmt(v) -> str:
-    return "-" if v is None else f"{v:.4f}"
-
-
-def percent(v) -> str:
-    return "-" if v is None else f"{v:+.1%}"
-
-
 def to_markdown(combined: Dict[str, Any], title: str, description: str, notes: str = "") -> str:
-    short = [m.replace("recall", "R").replace("ndcg", "N") for m in METRICS]
+    short = [short_name(m) for m in METRICS]
     lines = [f"# {title}", "", description.strip(), "",
              "| run | measured in | test " + " | test ".join(short) + " | valid N@10 | epochs | test N@10 vs SASRec | test R@10 vs SASRec |",
              "|" + "---|" * (len(METRICS) + 6)]
@@ -71,11 +64,7 @@ def to_markdown(combined: Dict[str, Any], title: str, description: str, notes: s
         lines.append(f"| {r['name']} | {r['source']} ({r['hardware']}) | " + " | ".join(fmt(test.get(m)) for m in METRICS)
                      + f" | {fmt((r.get('valid') or {}).get('ndcg@10'))} | {r['epochs_trained']} | "
                      f"{percent(change.get('ndcg@10'))} | {percent(change.get('recall@10'))} |")
-    for heading, block in (("Reference (measured elsewhere, same protocol)", combined["reference"]),
-                           ("Papers (their protocol and sizes; not comparable run for run)", combined["paper"])):
-        if block:
-            lines += ["", f"## {heading}", "", "| source | " + " | ".join(short) + " |", "|" + "---|" * (len(METRICS) + 1)]
-            lines += [f"| {source} | " + " | ".join(fmt(v.get(m)) for m in METRICS) + " |" for source, v in block.items()]
+    lines += reference_tables(combined)
     if notes.strip():
         lines += ["", notes.strip()]
     lines += ["", "Sources:", ""] + [f"- {s['protocol']}: `{s['command']}`" for s in combined["sources"]]
@@ -92,12 +81,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
     combined = combine([load(p) for p in args.summaries])
-    combined["description"] = args.description
+    notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
+    combined.update(description=args.description, notes=notes)
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / f"{args.name}.json", "w", encoding="utf-8") as f:
         json.dump(combined, f, indent=2)
-    notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
-    combined["notes"] = notes
     text = to_markdown(combined, args.title or args.name, args.description, notes)
     with open(args.out / f"{args.name}.md", "w", encoding="utf-8") as f:
         f.write(text)

@@ -80,6 +80,8 @@ def run_one(protocol: Dict[str, Any], run: Dict[str, Any], seed: int, work: Path
         "evaluate_test": protocol.get("evaluate_test", True),
         "result_file": str(result_file),
         "tag": tag,
+        "runner_command": runner_command(),
+        "machine": machine(),
     }
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log = work / f"{tag}.log"
@@ -95,10 +97,6 @@ def run_one(protocol: Dict[str, Any], run: Dict[str, Any], seed: int, work: Path
         return {"tag": tag, "finished": False, "error": f"exit code {code}"}
     with open(result_file, "r", encoding="utf-8") as f:
         done = json.load(f)
-    done["runner_command"] = runner_command()
-    done["machine"] = machine()
-    with open(result_file, "w", encoding="utf-8") as f:
-        json.dump(done, f, indent=2, default=str)
     print(f"[{tag}] finished in {time.time() - start:.0f}s", flush=True)
     return done
 
@@ -192,11 +190,28 @@ def percent(v) -> str:
     return "-" if v is None else f"{v:+.1%}"
 
 
+def short_name(metric: str) -> str:
+    return metric.replace("recall", "R").replace("ndcg", "N")
+
+
+def reference_tables(summary: Dict[str, Any]) -> List[str]:
+    """The markdown of the protocol's reference block and papers block (metrics measured elsewhere)."""
+    lines: List[str] = []
+    for title, block in (("Reference (measured elsewhere, same protocol)", summary.get("reference")),
+                         ("Papers (their protocol and sizes; not comparable run for run)", summary.get("paper"))):
+        if block:
+            lines += ["", f"## {title}", "", "| source | " + " | ".join(map(short_name, METRICS)) + " |",
+                      "|" + "---|" * (len(METRICS) + 1)]
+            lines += [f"| {source} | " + " | ".join(fmt(values.get(m)) for m in METRICS) + " |"
+                      for source, values in block.items()]
+    return lines
+
+
 def to_markdown(summary: Dict[str, Any]) -> str:
     lines = [f"# {summary['protocol']}: {summary['dataset']}", "", summary.get("description", "").strip(), ""]
     lines += [f"Command: `{summary['command']}`", f"Machine: {summary['machine']['platform']}, "
               f"{summary['machine']['cpu_count']} CPUs, Python {summary['machine']['python']}", ""]
-    header = "| run | seed | split | " + " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS)
+    header = "| run | seed | split | " + " | ".join(map(short_name, METRICS))
     lines += [header + " | epochs | s/epoch (train, median) | s/eval (valid, median) | train x | eval x | test N@10 vs base | test R@10 vs base |",
               "|" + "---|" * (len(METRICS) + 10)]
     for r in summary["rows"]:
@@ -223,13 +238,7 @@ def to_markdown(summary: Dict[str, Any]) -> str:
     if len(commands) > 1 or (commands and commands[0] != summary["command"]):
         lines += ["", "Runs were made by these commands (each run's own command and machine are in the JSON):", ""]
         lines += [f"- `{c}`" for c in commands]
-    for title, block in (("Reference (measured elsewhere, same protocol)", summary.get("reference")),
-                         ("Papers (their protocol and sizes; not comparable run for run)", summary.get("paper"))):
-        if block:
-            lines += ["", f"## {title}", "", "| source | " + " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS) + " |",
-                      "|" + "---|" * (len(METRICS) + 1)]
-            for source, values in block.items():
-                lines.append(f"| {source} | " + " | ".join(fmt(values.get(m)) for m in METRICS) + " |")
+    lines += reference_tables(summary)
     return "\n".join(lines) + "\n"
 
 

@@ -36,6 +36,8 @@ def main() -> int:
         "torch": torch.__version__,
         "device": str(torch.device("cuda") if torch.cuda.is_available() else "cpu"),
         "threads": torch.get_num_threads(),
+        "runner_command": spec.get("runner_command"),
+        "machine": spec.get("machine"),
     }
     with open(spec["result_file"], "w", encoding="utf-8") as f:
         json.dump(out, f, indent=2, default=str)

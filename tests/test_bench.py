@@ -73,8 +73,10 @@ def test_comparison_takes_each_change_against_the_baseline_of_its_own_summary():
     compare = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compare)
     cpu = run_benchmark.summarise(PROTOCOL, [finished("SASRec", "SASRec", [10], 0.04), finished("DR", "DiffuReasonSASRec", [15], 0.05)])
-    gpu = run_benchmark.summarise({**PROTOCOL, "name": "g"}, [finished("SASRec", "SASRec", [1], 0.05), finished("DR", "DiffuReasonSASRec", [2], 0.04)])
-    gpu["machine"] = {"platform": "Linux-gpu"}
+    on_gpu = [finished("SASRec", "SASRec", [1], 0.05), finished("DR", "DiffuReasonSASRec", [2], 0.04)]
+    for res in on_gpu:
+        res["device"] = "cuda"
+    gpu = run_benchmark.summarise({**PROTOCOL, "name": "g"}, on_gpu)
     combined = compare.combine([cpu, gpu])
     changes = [(r["source"], r["hardware"], round(r["test_change_vs_baseline"]["ndcg@10"], 3)) for r in combined["rows"]]
     assert changes == [("p", "CPU", 0.0), ("p", "CPU", 0.25), ("g", "GPU", 0.0), ("g", "GPU", -0.2)]
