@@ -1,10 +1,12 @@
 """One table of every finished run from several benchmark summaries that share a protocol's settings.
 
-    python bench/compare_results.py docs/results/beauty_cpu.json docs/results/beauty_gpu_baselines.json \
+    python -m bench.compare_results docs/results/beauty_cpu.json docs/results/beauty_gpu_baselines.json \
         --name beauty_comparison --title "..." --description "..." --notes bench/protocols/beauty_comparison.notes.md
 
 Each row keeps the summary it came from, and its change against the baseline (SASRec) is taken against the
-baseline of that same summary, i.e. measured on the same hardware in the same protocol. Time columns are left
+baseline of that same summary, i.e. measured on the same hardware in the same protocol; each summary's baseline
+metrics are stated under the description, read from the summaries (the summary's ``baseline`` model, SASRec
+where a summary does not name one). Time columns are left
 out: summaries made on different machines (or with concurrent runs) do not give comparable seconds; each source
 summary has its own. Writes docs/results/<name>.json and .md.
 """
@@ -17,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_benchmark import METRICS, fmt, percent, reference_tables, short_name  # noqa: E402
+from bench.run_benchmark import METRICS, fmt, percent, reference_tables, short_name
 
 ROOT = Path(__file__).resolve().parent.parent
+BASELINE_METRICS = ("ndcg@10", "recall@10")
 
 
 def load(path: Path) -> Dict[str, Any]:
@@ -36,9 +38,31 @@ def hardware(row: Dict[str, Any]) -> str:
     return "GPU" if str(row.get("device", "cpu")).startswith("cuda") else "CPU"
 
 
+def baselines(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The finished runs of the summary's baseline model: what its rows' changes are taken against."""
+    model = summary.get("baseline", "SASRec")
+    return [{"source": summary["protocol"], "model": model, "name": r["name"], "seed": r["seed"],
+             "hardware": hardware(r), "test": {m: (r.get("test") or {}).get(m) for m in BASELINE_METRICS}}
+            for r in summary["rows"] if r.get("finished") and r.get("model") == model]
+
+
+def baseline_line(combined: Dict[str, Any]) -> str:
+    """One markdown line with every source summary's baseline test NDCG@10 / Recall@10."""
+    parts = []
+    for source in combined["sources"]:
+        found = [b for b in combined["baselines"] if b["source"] == source["protocol"]]
+        parts += [f"{b['source']} ({b['hardware']}) {b['name']} seed {b['seed']}: "
+                  + " / ".join(fmt(b["test"].get(m)) for m in BASELINE_METRICS) for b in found]
+        if not found:
+            parts.append(f"{source['protocol']}: no finished {source.get('baseline', 'SASRec')} run")
+    return ("Baselines (each row's change is against the baseline of its own summary), test NDCG@10 / Recall@10: "
+            + "; ".join(parts) + ".")
+
+
 def combine(summaries: List[Dict[str, Any]]) -> Dict[str, Any]:
-    rows, papers, references = [], {}, {}
+    rows, papers, references, base = [], {}, {}, []
     for summary in summaries:
+        base += baselines(summary)
         for r in summary["rows"]:
             if not r.get("finished"):
                 continue
@@ -50,13 +74,14 @@ def combine(summaries: List[Dict[str, Any]]) -> Dict[str, Any]:
             })
         papers.update(summary.get("paper", {}))
         references.update(summary.get("reference", {}))
-    return {"rows": rows, "paper": papers, "reference": references,
-            "sources": [{"protocol": s["protocol"], "command": s.get("command"), "machine": s.get("machine")} for s in summaries]}
+    return {"rows": rows, "paper": papers, "reference": references, "baselines": base,
+            "sources": [{"protocol": s["protocol"], "baseline": s.get("baseline", "SASRec"), "command": s.get("command"),
+                         "machine": s.get("machine")} for s in summaries]}
 
 
 def to_markdown(combined: Dict[str, Any], title: str, description: str, notes: str = "") -> str:
     short = [short_name(m) for m in METRICS]
-    lines = [f"# {title}", "", description.strip(), "",
+    lines = [f"# {title}", "", description.strip(), "", baseline_line(combined), "",
              "| run | measured in | test " + " | test ".join(short) + " | valid N@10 | epochs | test N@10 vs SASRec | test R@10 vs SASRec |",
              "|" + "---|" * (len(METRICS) + 6)]
     for r in combined["rows"]:

@@ -1,6 +1,6 @@
 """Per-batch cost of one training step and one full-sort evaluation batch, SASRec vs other models.
 
-Usage: python bench/profile_step.py --dataset=Amazon_Beauty [--batches=5] [--models=DiffuReasonSASRec,...]
+Usage: python -m bench.profile_step --dataset=Amazon_Beauty [--batches=5] [--models=DiffuReasonSASRec,...]
        [--stage=rpt] [--key=value ...]
 Prints seconds per training batch and per evaluation batch for SASRec and each model, measured in the same
 process, and each model's ratio to SASRec. ``--stage`` switches models with training stages (LARES: spt, rpt)

@@ -1,9 +1,12 @@
 """Run a benchmark protocol and write its results to docs/results/<protocol>.json and .md.
 
-    python bench/run_benchmark.py bench/protocols/beauty_cpu.yaml [--jobs 1] [--only NAME ...]
+    python -m bench.run_benchmark bench/protocols/beauty_cpu.yaml [--source-root DIR] [--jobs 1] [--only NAME ...]
 
-A protocol file names a dataset (and how to convert it from ../shared at run time), the settings shared by
-every run, and the runs (model + overrides) with their seeds. Each run is a subprocess of ``bench/worker.py``
+(from the repository root). A protocol file names a dataset and its source file (``source: {format: text,
+input: Beauty/Beauty.txt}``), the settings shared by every run, and the runs (model + overrides) with their
+seeds. The source's ``input`` is relative to a data folder given at run time, ``--source-root DIR`` or the
+environment variable RECBOLE_DR_SOURCE_ROOT; it is only read once, to convert the dataset into
+bench/work/dataset/ the first time. Each run is a subprocess ``python -m bench.worker`` (in the repository root)
 with a fixed checkpoint path and ``resume=True``: restarting the command skips finished runs and continues
 unfinished ones from their last epoch. Runs go one after another unless ``--jobs`` > 1 (then each gets
 ``OMP_NUM_THREADS = threads // jobs``, and timing ratios are not comparable: use ``--jobs 1`` for timings).
@@ -23,12 +26,19 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+SOURCE_ROOT_ENV = "RECBOLE_DR_SOURCE_ROOT"
+# Where the public copy of each known source file comes from (by file name), for the missing-source message.
+PUBLIC_SOURCES = {
+    "Beauty.txt": "the S3-Rec code release, RUCAIBox/CIKM2020-S3Rec on GitHub, file data/Beauty.txt",
+    "Instruments.inter.json": "LC-Rec-style releases of Amazon 2018 Musical Instruments "
+                              "(a JSON object {user: [item, ...]}, format lcrec)",
+}
 
 
 def load_protocol(path: Path) -> Dict[str, Any]:
@@ -40,16 +50,40 @@ def load_protocol(path: Path) -> Dict[str, Any]:
     return protocol
 
 
-def ensure_dataset(protocol: Dict[str, Any], data_root: Path) -> None:
+def source_root(given: Optional[Path] = None) -> Optional[Path]:
+    """The folder the protocols' source inputs are relative to: ``--source-root``, else $RECBOLE_DR_SOURCE_ROOT."""
+    root = given or os.environ.get(SOURCE_ROOT_ENV) or None
+    return Path(root).expanduser().resolve() if root else None
+
+
+def missing_source_message(name: str, inter: Path, source: Dict[str, Any], root: Optional[Path]) -> str:
+    """Which file is needed, where its public copy comes from, and how to tell the runner where it is."""
+    needed = source["input"]
+    where = (f"it is not at {root / needed} (the source folder given)" if root else
+             "no source folder was given")
+    origin = PUBLIC_SOURCES.get(Path(needed).name, "the dataset's public release")
+    return (f"Dataset {name} is not converted yet ({inter} is missing) and {where}. It is converted once from "
+            f"{needed} (format {source.get('format', 'auto')}), relative to a source folder: pass "
+            f"--source-root DIR or set {SOURCE_ROOT_ENV}=DIR, with the file at DIR/{needed}. "
+            f"The public copy of {Path(needed).name} comes from {origin}.")
+
+
+def ensure_dataset(protocol: Dict[str, Any], data_root: Path, root: Optional[Path] = None) -> None:
+    """Convert the protocol's dataset into ``data_root`` unless it is there already. ``root`` is the source folder
+    the protocol's ``source.input`` is relative to (default: $RECBOLE_DR_SOURCE_ROOT)."""
     name = protocol["dataset"]
-    if name == "ml-100k" or (data_root / name / f"{name}.inter").is_file():
+    inter = data_root / name / f"{name}.inter"
+    if name == "ml-100k" or inter.is_file():
         return
     source = protocol.get("source")
     if not source:
         raise SystemExit(f"Dataset {name} is missing under {data_root} and the protocol names no source.")
+    root = source_root(root)
+    if root is None or not (root / source["input"]).is_file():
+        raise SystemExit(missing_source_message(name, inter, source, root))
     from recbole_diffureason.data.convert import convert
 
-    stats = convert((ROOT / source["input"]).resolve(), name, data_root, source.get("format", "auto"))
+    stats = convert(root / source["input"], name, data_root, source.get("format", "auto"))
     print(f"converted {source['input']}: {stats.summary()}", flush=True)
 
 
@@ -83,13 +117,16 @@ def run_one(protocol: Dict[str, Any], run: Dict[str, Any], seed: int, work: Path
         "runner_command": runner_command(),
         "machine": machine(),
     }
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    # The worker runs as ``python -m bench.worker`` in the repository root; ROOT also goes first on PYTHONPATH
+    # so that ``bench`` is found even where the interpreter does not search the working directory (PYTHONSAFEPATH).
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONPATH=pythonpath)
     log = work / f"{tag}.log"
     print(f"[{tag}] started (log: {log})", flush=True)
     start = time.time()
     with open(log, "a", encoding="utf-8") as f:
         code = subprocess.call(
-            [sys.executable, str(ROOT / "bench" / "worker.py"), json.dumps(spec)], stdout=f, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "bench.worker", json.dumps(spec)], stdout=f, stderr=subprocess.STDOUT,
             env=env, cwd=str(ROOT),
         )
     if code != 0:
@@ -101,8 +138,23 @@ def run_one(protocol: Dict[str, Any], run: Dict[str, Any], seed: int, work: Path
     return done
 
 
-def runner_command() -> str:
-    return " ".join([Path(sys.executable).name] + sys.argv)
+def runner_command(argv: Optional[Sequence[str]] = None) -> str:
+    """The command that made the runs, as recorded in the results: this script is spelled ``-m
+    bench.run_benchmark`` however it was started, and ``--source-root`` is left out (it names a folder of the
+    machine that converted the dataset, and is not needed once the dataset is converted)."""
+    argv = list(sys.argv if argv is None else argv)
+    if argv and Path(argv[0]).resolve() == Path(__file__).resolve():
+        argv = ["-m", "bench.run_benchmark"] + argv[1:]
+    kept: List[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--source-root":
+            skip = True
+        elif not arg.startswith("--source-root="):
+            kept.append(arg)
+    return " ".join([Path(sys.executable).name] + kept)
 
 
 def machine() -> Dict[str, Any]:
@@ -173,6 +225,7 @@ def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[s
         "protocol": protocol["name"],
         "dataset": protocol["dataset"],
         "description": protocol.get("description", ""),
+        "baseline": protocol.get("baseline", "SASRec"),
         "common": protocol.get("common", {}),
         "machine": machine_of(rows),
         "command": runner_command(),
@@ -251,16 +304,22 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None, help="work folder (default bench/work/<protocol>)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results", help="where the summary goes")
     parser.add_argument("--summary-only", action="store_true", help="rewrite the summary from finished runs; train nothing")
+    parser.add_argument("--source-root", type=Path, default=None,
+                        help=f"folder the protocol's source input is relative to, read only to convert the dataset "
+                             f"the first time (default: ${SOURCE_ROOT_ENV})")
     args = parser.parse_args()
 
     protocol = load_protocol(args.protocol)
     work = (args.work or ROOT / "bench" / "work" / protocol["name"]).resolve()
-    work.mkdir(parents=True, exist_ok=True)
     if args.summary_only:
+        if not any((work / f"{tag}{ext}").is_file() for tag in run_tags(protocol) for ext in (".json", ".log")):
+            raise SystemExit(f"No run of {protocol['name']} in {work}: --summary-only rewrites the summary from the "
+                             f"runs in the work folder and would leave an empty one; nothing written.")
         print(to_markdown(write_summary(protocol, work, args.out, {}, keep_command=True)))
         return 0
+    work.mkdir(parents=True, exist_ok=True)
     data_root = work.parent / "dataset"
-    ensure_dataset(protocol, data_root)
+    ensure_dataset(protocol, data_root, args.source_root)
     jobs = [(run, seed) for run in protocol["runs"] if not args.only or run["name"] in args.only
             for seed in run.get("seeds", protocol.get("seeds", [2020]))]
     threads = max(1, args.threads // max(args.jobs, 1))
@@ -323,8 +382,10 @@ def write_summary(protocol: Dict[str, Any], work: Path, out: Path, failed: Dict[
                   keep_command: bool = False) -> Dict[str, Any]:
     """Write the summary of everything finished so far (after every run, so a long benchmark shows progress;
     runners started separately for different runs of one protocol share the same summary)."""
-    summary = summarise(protocol, finished_results(protocol, work) + list(failed.values())
-                        + unfinished_progress(protocol, work))
+    progress = unfinished_progress(protocol, work)  # a failed run's log says more than its exit code
+    logged = {r["tag"] for r in progress}
+    summary = summarise(protocol, finished_results(protocol, work)
+                        + [r for tag, r in failed.items() if tag not in logged] + progress)
     previous = out / f"{protocol['name']}.json"
     if keep_command and previous.is_file():
         with open(previous, "r", encoding="utf-8") as f:

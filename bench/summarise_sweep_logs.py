@@ -1,6 +1,6 @@
 """Validation curves of sweep runs from their RecBole logs (runs that a time limit cut still have logs).
 
-    python bench/summarise_sweep_logs.py OUT_NAME LOG_DIR [LOG_DIR ...]
+    python -m bench.summarise_sweep_logs OUT_NAME LOG_DIR [LOG_DIR ...]
 
 Writes docs/results/OUT_NAME.json and .md: per run, the valid NDCG@10 after every epoch, the best value and
 its epoch, and the last training losses and diagnostics. Only validation metrics exist in these logs.

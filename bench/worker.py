@@ -1,6 +1,8 @@
-"""One benchmark run in its own process: ``python bench/worker.py '<json spec>'`` (called by run_benchmark.py)."""
+"""One benchmark run in its own process: ``python -m bench.worker '<json spec>'`` (called by bench.run_benchmark,
+from the repository root)."""
 
 import json
+import os
 import sys
 import time
 
@@ -11,7 +13,7 @@ from recbole_diffureason.quick_start import run
 
 def main() -> int:
     spec = json.loads(sys.argv[1])
-    threads = int(__import__("os").environ.get("OMP_NUM_THREADS", "0") or 0)
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads:
         torch.set_num_threads(threads)
     start = time.time()

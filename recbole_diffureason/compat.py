@@ -1,7 +1,7 @@
 """Fixes that let RecBole 1.2.1 run on a modern stack without forking it.
 
 Imported first by ``recbole_diffureason/__init__.py`` so that every RecBole module we import afterwards
-sees the patched environment. Each fix is documented in ``recbole-integration.md`` section 3.
+sees the patched environment. Each fix is documented in docs/design.md section R.3.
 """
 
 import os

@@ -19,6 +19,7 @@ from logging import getLogger
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import recbole
 import yaml
 from recbole.config import Config
 from recbole.utils import (
@@ -31,8 +32,9 @@ from recbole.utils import (
 
 from recbole_diffureason import compat, registry
 from recbole_diffureason.keys import ConfigError, collect_config_keys, validate
+from recbole_diffureason.model.abstract import is_reasoning_model
 
-_RECBOLE_PROPERTIES = Path(__import__("recbole").__file__).resolve().parent / "properties"
+_RECBOLE_PROPERTIES = Path(recbole.__file__).resolve().parent / "properties"
 
 # Keys RecBole sets or reads that are not in its YAML files.
 _RUNTIME_KEYS = {
@@ -167,7 +169,7 @@ class DRConfig(Config):
 
     @staticmethod
     def _backbone_yamls(model_class) -> List[Path]:
-        backbone = getattr(model_class, "backbone_name", None)
+        backbone = model_class.backbone_name if is_reasoning_model(model_class) else None
         if not backbone:
             return []
         return [_RECBOLE_PROPERTIES / "model" / f"{backbone}.yaml", properties_dir() / "model" / f"{backbone}.yaml"]
@@ -186,15 +188,11 @@ class DRConfig(Config):
         super()._set_default_parameters()
 
     def _validate_model_keys(self):
-        presets = getattr(self.model_class, "apply_presets", None)
-        if callable(presets):
-            presets(self.final_config_dict, self.external_config_dict)
-        keys = collect_config_keys(self.model_class)
-        if keys:
-            validate(self.final_config_dict, keys, f"model {self.model}")
-        check = getattr(self.model_class, "check_config", None)
-        if callable(check):
-            check(self.final_config_dict)
+        if not is_reasoning_model(self.model_class):
+            return  # RecBole's own models: RecBole checks them
+        self.model_class.apply_presets(self.final_config_dict, self.external_config_dict)
+        validate(self.final_config_dict, collect_config_keys(self.model_class), f"model {self.model}")
+        self.model_class.check_config(self.final_config_dict)
 
     def _warn_unknown_keys(self):
         known = set(self.internal_config_dict) | _RUNTIME_KEYS | set(collect_config_keys(self.model_class))

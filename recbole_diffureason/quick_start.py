@@ -49,7 +49,7 @@ def build_model(config: DRConfig, train_data):
     # the whole process; it changes no number but makes every backward pass much slower.
     torch.autograd.set_detect_anomaly(bool(config["detect_anomaly"]))
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    return model_class(config, train_data._dataset).to(config["device"])
+    return model_class(config, train_data.dataset).to(config["device"])  # RecBole: the loader's dataset
 
 
 def run(

@@ -11,19 +11,15 @@ import difflib
 import importlib
 import pkgutil
 from functools import lru_cache
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 from recbole.trainer import Trainer
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
-# name -> module; one model per module, as in RecBole.
-_PLUGIN_MODELS = {
-    "DiffuReasonSASRec": "recbole_diffureason.model.diffureason_sasrec",
-    "LARES": "recbole_diffureason.model.lares",
-    "ReaRecERL": "recbole_diffureason.model.rearec_erl",
-    "ReaRecPRL": "recbole_diffureason.model.rearec_prl",
-}
+from recbole_diffureason import model as model_package
+from recbole_diffureason import trainer as trainer_module
+from recbole_diffureason.model.abstract import ReasoningRecommender
 
 _RECBOLE_MODEL_PACKAGES = (
     "general_recommender",
@@ -38,8 +34,26 @@ class UnknownModelError(ValueError):
     """The requested model is neither a plugin model nor a RecBole built-in."""
 
 
+@lru_cache(maxsize=1)
+def plugin_models() -> Dict[str, type]:
+    """``name -> class`` of every model in ``recbole_diffureason/model/``, found as RecBole finds its own.
+
+    One model per module, as in RecBole: module ``rearec_erl`` holds class ``ReaRecERL`` (the class name,
+    lower-cased, is the module name without underscores). Base classes say ``abstract = True`` in their body.
+    """
+    found = {}
+    for info in pkgutil.iter_modules(model_package.__path__):
+        module = importlib.import_module(f"{model_package.__name__}.{info.name}")
+        for name, value in vars(module).items():
+            if (isinstance(value, type) and issubclass(value, ReasoningRecommender)
+                    and value.__module__ == module.__name__ and not vars(value).get("abstract", False)
+                    and name.lower() == info.name.replace("_", "")):
+                found[name] = value
+    return found
+
+
 def plugin_model_names() -> List[str]:
-    return sorted(_PLUGIN_MODELS)
+    return sorted(plugin_models())
 
 
 @lru_cache(maxsize=1)
@@ -66,15 +80,15 @@ def list_models() -> dict:
 
 
 def is_plugin_model(name: str) -> bool:
-    return name in _PLUGIN_MODELS
+    return name in plugin_models()
 
 
 def get_model(name: str) -> type:
     """Return the model class for ``name``: a plugin model, else a RecBole built-in."""
     if not isinstance(name, str) or not name:
         raise UnknownModelError(f"A model name is required, got {name!r}.")
-    if name in _PLUGIN_MODELS:
-        return getattr(importlib.import_module(_PLUGIN_MODELS[name]), name)
+    if name in plugin_models():
+        return plugin_models()[name]
     try:
         return recbole_get_model(name)
     except (ValueError, AttributeError, ImportError):  # RecBole's last resort imports lightgbm/xgboost
@@ -95,17 +109,14 @@ def _unknown_model_message(name: str) -> str:
 @lru_cache(maxsize=None)
 def _safe_trainer_class(base: type) -> type:
     """``base`` with this plugin's checkpoint, resume and logging behaviour mixed in front of it."""
-    from recbole_diffureason.trainer import DistributedInit, DRTrainer, DRTrainerMixin
-
     if base is Trainer:
-        return DRTrainer
-    return type(f"DR{base.__name__}", (DRTrainerMixin, base, DistributedInit), {})
+        return trainer_module.DRTrainer
+    return type(f"DR{base.__name__}", (trainer_module.DRTrainerMixin, base, trainer_module.DistributedInit), {})
 
 
 def get_trainer(model_type, model_name: str) -> type:
     """Trainer class for a model: ``<Name>Trainer`` of this plugin, else RecBole's, made checkpoint-safe."""
-    trainer_module = importlib.import_module("recbole_diffureason.trainer")
-    own = getattr(trainer_module, f"{model_name}Trainer", None)
+    own = vars(trainer_module).get(f"{model_name}Trainer")
     if own is not None:
         return own
     if is_plugin_model(model_name):

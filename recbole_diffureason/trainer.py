@@ -7,10 +7,11 @@ what RecBole gets wrong on a modern stack or what long benchmark runs need:
 * after every validation a ``*-last.pth`` file holds the full training state (weights, optimizer, early
   stopping, every RNG and the train loader's shuffling generator), so ``resume=True`` continues a killed run
   exactly where it stopped;
-* models that declare ``training_stages()`` (two-stage ablations, LARES SPT -> RPT) run their stages in one
-  ``fit`` call; each later stage starts from the best checkpoint of the stage before, with a fresh optimizer;
-* loss terms are logged under the names in ``model.loss_names`` and the model's diagnostics
-  (``model.pop_diagnostics()``) are logged once per epoch; per-epoch wall times go to ``self.history``;
+* the model contract of ``model/abstract.py`` is called directly: ``training_stages()`` (two-stage
+  ablations, LARES SPT -> RPT) run in one ``fit`` call, each later stage starting from the best checkpoint of
+  the stage before with a fresh optimizer; loss terms are logged under ``loss_names``, diagnostics
+  (``pop_diagnostics()``) once per epoch, per-epoch wall times go to ``self.history``. RecBole's own models
+  get the contract's defaults (``RecBoleModelContract``);
 * a non-finite loss or gradient stops training with ``NonFiniteTrainingError``, which names the loss term or
   the parameters it came from (RecBole only notices a NaN loss one batch after the weights were spoiled).
 """
@@ -30,6 +31,7 @@ from recbole.utils import set_color
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_diffureason import checkpoint
+from recbole_diffureason.model.abstract import contract_of
 
 # Per-row entries of RecBole's evaluation DataStruct (the ones Collector.get_data_struct resets).
 _ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label")
@@ -134,6 +136,7 @@ class DRTrainerMixin:
             dist.broadcast_object_list(name, src=0)
             self.saved_model_file = name[0]
             self.eval_collector = GatheringCollector(config)
+        self.contract = contract_of(model, config["epochs"])
         self.history: List[Dict[str, Any]] = []
         self.stage_index = 0
         self._epoch_record: Dict[str, Any] = {}
@@ -163,7 +166,7 @@ class DRTrainerMixin:
 
     def _loss_names(self, values: tuple) -> List[str]:
         """``model.loss_names`` when it matches the loss tuple, else ``loss`` / ``loss1, loss2, ...``."""
-        names = list(getattr(self.model, "loss_names", ()) or ())
+        names = list(self.contract.loss_names)
         if len(names) == len(values):
             return names
         return [f"loss{i + 1}" for i in range(len(values))] if len(values) > 1 else ["loss"]
@@ -281,9 +284,7 @@ class DRTrainerMixin:
 
     # ------------------------------------------------------------------ training loop hooks
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        hook = getattr(self.model, "on_epoch_start", None)
-        if callable(hook):
-            hook(epoch_idx)
+        self.contract.on_epoch_start(epoch_idx)
         start = time()
         compute = loss_func or self.model.calculate_loss
         self._epoch_index, self._batch_index = epoch_idx, -1
@@ -297,13 +298,12 @@ class DRTrainerMixin:
         n_batches = max(len(train_data), 1)
         values = losses if isinstance(losses, tuple) else (losses,)
         names = self._loss_names(values)
-        pop = getattr(self.model, "pop_diagnostics", None)
         self._epoch_record = {
             "stage": self._stage_name(),
             "epoch": int(epoch_idx),
             "train_seconds": time() - start,
             "losses": {n: float(v) / n_batches for n, v in zip(names, values)},
-            "diagnostics": pop() if callable(pop) else {},
+            "diagnostics": self.contract.pop_diagnostics(),
         }
         self.history.append(self._epoch_record)
         return losses
@@ -333,8 +333,7 @@ class DRTrainerMixin:
 
     # ------------------------------------------------------------------ stages
     def _stages(self):
-        stages = getattr(self.model, "training_stages", None)
-        return stages() if callable(stages) else [("train", self.config["epochs"])]
+        return self.contract.training_stages()
 
     def _stage_name(self) -> str:
         return self._stages()[self.stage_index][0]
@@ -349,11 +348,9 @@ class DRTrainerMixin:
             self.start_epoch, self.cur_step = 0, 0
             self.best_valid_score = -float("inf") if self.valid_metric_bigger else float("inf")
             self.best_valid_result = None
-        setter = getattr(self.model, "set_training_stage", None)
-        if callable(setter):
-            setter(name)
+        self.contract.set_training_stage(name, resumed=not fresh)
         if fresh:
-            lr = self.config[f"{name}_learning_rate"] or self.learning_rate
+            lr = self.contract.stage_learning_rate(name) or self.learning_rate
             self.optimizer = self._build_optimizer(params=self.model.parameters(), learning_rate=lr)
         self.epochs = epochs
         self.eval_step = min(self.config["eval_step"], epochs)
@@ -411,7 +408,7 @@ class LARESTrainer(DRTrainer):
     def _selected_train_data(self, train_data):
         if self._rpt_train_data is not None:
             return self._rpt_train_data
-        dataset = train_data._dataset
+        dataset = train_data.dataset  # RecBole's public name for the loader's dataset outside iteration
         feat = dataset.inter_feat
         model = self.model
         # A dedicated generator: the selection is reproducible and leaves the training RNG streams alone.
@@ -427,9 +424,9 @@ class LARESTrainer(DRTrainer):
             raise RuntimeError("LARES data selection kept no training sample; lower rpt_filter_topk or set "
                                "rpt_filter='none'.")
         self.rpt_kept_share = keep.numel() / max(len(feat), 1)
-        model._record(rpt_kept_share=self.rpt_kept_share)
+        model.record_diagnostics(rpt_kept_share=self.rpt_kept_share)
         self.logger.info(set_color("RPT data selection", "yellow")
                          + f": {keep.numel()} of {len(feat)} training samples kept ({self.rpt_kept_share:.1%})")
-        self._rpt_train_data = type(train_data)(self.config, dataset.copy(feat[keep]), train_data._sampler,
-                                                shuffle=train_data.shuffle)
+        # LARES trains with a full-softmax CE (check_config), so its train loader has no negative sampler.
+        self._rpt_train_data = type(train_data)(self.config, dataset.copy(feat[keep]), None, shuffle=train_data.shuffle)
         return self._rpt_train_data

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from recbole_diffureason.quick_start import build_config, build_model, prepare_data
 
 
@@ -16,3 +18,16 @@ def first_batch(loader):
     """The interaction of a loader's first batch (evaluation loaders yield tuples)."""
     batch = next(iter(loader))
     return batch[0] if isinstance(batch, tuple) else batch
+
+
+def additive_mask(valid: torch.Tensor) -> torch.Tensor:
+    """RecBole's causal + padding mask for a right-padded batch."""
+    causal = torch.tril(torch.ones(valid.size(1), valid.size(1), dtype=torch.bool))
+    return torch.where(valid[:, None, None, :] & causal, 0.0, -10000.0)
+
+
+def right_padded(lengths, length: int = 6):
+    valid = torch.zeros(len(lengths), length, dtype=torch.bool)
+    for row, length in enumerate(lengths):
+        valid[row, :length] = True
+    return valid

@@ -1,14 +1,19 @@
-"""The benchmark runner's bookkeeping: timings, ratios to the baseline, progress of unfinished runs."""
+"""The benchmark runner's bookkeeping: timings, ratios to the baseline, progress of unfinished runs, where
+protocol sources are read from, and the comparison page."""
 
 from __future__ import annotations
 
-import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+import yaml
+
+from bench import compare_results, run_benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("run_benchmark", ROOT / "bench" / "run_benchmark.py")
-run_benchmark = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(run_benchmark)
 
 PROTOCOL = {"name": "p", "dataset": "d", "baseline": "SASRec",
             "runs": [{"name": "SASRec", "model": "SASRec"}, {"name": "DR", "model": "DiffuReasonSASRec"}]}
@@ -49,14 +54,14 @@ def test_staged_models_report_each_stage_and_its_ratio_to_the_baseline_epoch():
     lares = finished("LARES", "LARES", [20, 20, 20, 60, 60], 0.04)
     for h, stage in zip(lares["history"], ["spt"] * 3 + ["rpt"] * 2):
         h["stage"] = stage
-    lares["runner_command"] = "python3 bench/run_benchmark.py p.yaml --only LARES"
+    lares["runner_command"] = "python3 -m bench.run_benchmark p.yaml --only LARES"
     rows = run_benchmark.summarise(PROTOCOL, [finished("SASRec", "SASRec", [10, 10, 10], 0.04), lares])["rows"]
     assert rows[0]["stage_seconds_per_epoch"] == {}
     assert rows[1]["stage_seconds_per_epoch"] == {"spt": 20, "rpt": 60}
     assert rows[1]["stage_time_ratio"] == {"spt": 2.0, "rpt": 6.0}
     table = run_benchmark.to_markdown(run_benchmark.summarise(PROTOCOL, [lares]))
     assert "- LARES (seed 1): spt 20.0 s, rpt 60.0 s" in table
-    assert "`python3 bench/run_benchmark.py p.yaml --only LARES`" in table
+    assert "`python3 -m bench.run_benchmark p.yaml --only LARES`" in table
 
 
 def test_summary_reports_the_machine_its_runs_ran_on():
@@ -69,9 +74,7 @@ def test_summary_reports_the_machine_its_runs_ran_on():
 
 
 def test_comparison_takes_each_change_against_the_baseline_of_its_own_summary():
-    spec = importlib.util.spec_from_file_location("compare_results", ROOT / "bench" / "compare_results.py")
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    compare = compare_results
     cpu = run_benchmark.summarise(PROTOCOL, [finished("SASRec", "SASRec", [10], 0.04), finished("DR", "DiffuReasonSASRec", [15], 0.05)])
     on_gpu = [finished("SASRec", "SASRec", [1], 0.05), finished("DR", "DiffuReasonSASRec", [2], 0.04)]
     for res in on_gpu:
@@ -94,3 +97,114 @@ def test_a_run_that_crashed_is_reported_as_failed_not_in_progress(tmp_path):
         "ValueError: Training loss is nan\n", encoding="utf-8")
     rows = run_benchmark.unfinished_progress(PROTOCOL, tmp_path)
     assert rows[0]["error"].startswith("failed (ValueError: Training loss is nan): 1 epochs done")
+
+
+def test_comparison_page_states_each_summarys_baseline_from_the_summary(tmp_path, monkeypatch):
+    summary = run_benchmark.summarise(PROTOCOL, [finished("SASRec", "SASRec", [10], 0.04),
+                                                 finished("DR", "DiffuReasonSASRec", [15], 0.05)])
+    path = tmp_path / "p.json"
+
+    def page() -> str:
+        monkeypatch.setattr(sys, "argv", ["compare_results", str(path), "--name", "cmp", "--out", str(tmp_path)])
+        assert compare_results.main() == 0
+        return (tmp_path / "cmp.md").read_text(encoding="utf-8")
+
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    assert "p (CPU) SASRec seed 1: 0.0400 / 0.0800" in page()
+    summary["rows"][0]["test"] = {"ndcg@10": 0.0123, "recall@10": 0.0456}
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    text = page()
+    assert "p (CPU) SASRec seed 1: 0.0123 / 0.0456" in text and "0.0400 / 0.0800" not in text
+    saved = json.loads((tmp_path / "cmp.json").read_text(encoding="utf-8"))
+    assert saved["baselines"][0]["test"] == {"ndcg@10": 0.0123, "recall@10": 0.0456}
+    summary["baseline"] = "DiffuReasonSASRec"  # the summary names its baseline model
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    assert "p (CPU) DR seed 1: 0.0500 / 0.1000" in page()
+
+
+SOURCE_PROTOCOL = {"name": "s", "dataset": "TinyBeauty", "runs": [],
+                   "source": {"format": "text", "input": "Beauty/Beauty.txt"}}
+
+
+def test_a_missing_source_folder_says_which_file_is_needed_where_it_comes_from_and_how_to_pass_it(tmp_path, monkeypatch):
+    monkeypatch.delenv(run_benchmark.SOURCE_ROOT_ENV, raising=False)
+    with pytest.raises(SystemExit) as err:
+        run_benchmark.ensure_dataset(SOURCE_PROTOCOL, tmp_path / "dataset")
+    message = str(err.value)
+    assert "TinyBeauty is not converted yet" in message and "no source folder was given" in message
+    assert "Beauty/Beauty.txt" in message and "RUCAIBox/CIKM2020-S3Rec" in message and "data/Beauty.txt" in message
+    assert "--source-root DIR" in message and "RECBOLE_DR_SOURCE_ROOT=DIR" in message
+    with pytest.raises(SystemExit) as err:  # a folder given that lacks the file
+        run_benchmark.ensure_dataset(SOURCE_PROTOCOL, tmp_path / "dataset", tmp_path)
+    assert f"it is not at {tmp_path / 'Beauty' / 'Beauty.txt'}" in str(err.value)
+    instruments = {**SOURCE_PROTOCOL, "source": {"format": "lcrec", "input": "Instruments/Instruments.inter.json"}}
+    with pytest.raises(SystemExit) as err:
+        run_benchmark.ensure_dataset(instruments, tmp_path / "dataset")
+    assert "Musical Instruments" in str(err.value)
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_the_source_input_is_resolved_against_the_source_folder(tmp_path, monkeypatch, how):
+    source = tmp_path / "data" / "Beauty" / "Beauty.txt"
+    source.parent.mkdir(parents=True)
+    source.write_text("u1 i1 i2 i3\nu2 i2 i3\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(run_benchmark.SOURCE_ROOT_ENV, raising=False)
+    if how == "environment":
+        monkeypatch.setenv(run_benchmark.SOURCE_ROOT_ENV, "data")
+    run_benchmark.ensure_dataset(SOURCE_PROTOCOL, tmp_path / "dataset", Path("data") if how == "option" else None)
+    inter = tmp_path / "dataset" / "TinyBeauty" / "TinyBeauty.inter"
+    assert inter.read_text(encoding="utf-8").splitlines()[1:] == ["u1\ti1\t0", "u1\ti2\t1", "u1\ti3\t2",
+                                                                   "u2\ti2\t0", "u2\ti3\t1"]
+    monkeypatch.delenv(run_benchmark.SOURCE_ROOT_ENV, raising=False)
+    run_benchmark.ensure_dataset(SOURCE_PROTOCOL, tmp_path / "dataset")  # converted: no source folder needed
+
+
+def test_every_protocol_source_is_relative_to_the_source_folder():
+    for path in sorted((ROOT / "bench" / "protocols").glob("*.yaml")):
+        source = run_benchmark.load_protocol(path).get("source")
+        if source:
+            parts = Path(source["input"]).parts
+            assert not Path(source["input"]).is_absolute() and ".." not in parts, path.name
+
+
+def test_the_runner_records_its_module_command_and_starts_the_worker_as_a_module(tmp_path, monkeypatch):
+    script = str(ROOT / "bench" / "run_benchmark.py")  # sys.argv[0] under ``python -m bench.run_benchmark``
+    python = Path(sys.executable).name
+    assert (run_benchmark.runner_command([script, "p.yaml", "--source-root", "/data", "--threads", "1",
+                                          "--source-root=/other"])
+            == f"{python} -m bench.run_benchmark p.yaml --threads 1")
+    calls = []
+
+    def fake_call(args, cwd, env, **kwargs):
+        calls.append((args, cwd, env))
+        spec = json.loads(args[-1])
+        Path(spec["result_file"]).write_text(json.dumps({"tag": spec["tag"], "finished": True}), encoding="utf-8")
+        return 0
+
+    monkeypatch.setattr(run_benchmark.subprocess, "call", fake_call)
+    monkeypatch.setattr(sys, "argv", [script, "p.yaml", "--source-root", "/data"])
+    result = run_benchmark.run_one(PROTOCOL, PROTOCOL["runs"][0], 1, tmp_path, tmp_path / "dataset", 1)
+    (args, cwd, env), = calls
+    assert args[:3] == [sys.executable, "-m", "bench.worker"] and cwd == str(ROOT)
+    assert env["PYTHONPATH"].split(run_benchmark.os.pathsep)[0] == str(ROOT)
+    assert json.loads(args[3])["runner_command"] == f"{python} -m bench.run_benchmark p.yaml"
+    assert result["finished"]
+    assert run_benchmark.run_one(PROTOCOL, PROTOCOL["runs"][0], 1, tmp_path, tmp_path / "dataset", 1) == result
+    assert len(calls) == 1  # a finished run is not started again
+
+
+def test_summary_only_without_runs_leaves_the_summary_alone(tmp_path, monkeypatch):
+    protocol = tmp_path / "p.yaml"
+    protocol.write_text(yaml.safe_dump(PROTOCOL), encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["run_benchmark", str(protocol), "--summary-only", "--work", str(tmp_path / "w"),
+                                      "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="nothing written"):
+        run_benchmark.main()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("module", ["bench.run_benchmark", "bench.compare_results"])
+def test_bench_scripts_run_as_modules_from_the_repository_root(module):
+    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage:" in done.stdout, done.stderr

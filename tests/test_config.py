@@ -29,7 +29,7 @@ def test_model_yaml_provides_every_default(data_root, workdir):
         assert cfg[key] == value, key
     assert cfg["reasoning_steps"] == 3 and cfg["diffusion_steps"] == 16 and cfg["group_size"] == 8
     assert cfg["train_neg_sample_args"]["distribution"] == "none"  # CE needs no negatives
-    assert cfg["clip_grad_norm"] == {"max_norm": 5.0}  # spec 5.5.1 "Stability"
+    assert cfg["clip_grad_norm"] == {"max_norm": 5.0}  # docs/design.md 5.5.1 "Stability"
 
 
 def test_gradient_clipping_can_be_switched_off_from_the_command_line(data_root, workdir):
@@ -113,7 +113,7 @@ def test_all_bad_keys_are_listed_at_once(tiny_config):
 def test_cross_key_checks(tiny_config):
     with pytest.raises(ConfigError, match="sigma_min"):
         config(tiny_config, sigma_min=0.5, sigma_max=0.1)
-    with pytest.raises(ConfigError, match="loss_type must be 'CE'"):
+    with pytest.raises(ConfigError, match="'loss_type' is 'BPR', but must be one of 'CE': the model trains with a full-softmax"):
         config(tiny_config, loss_type="BPR")
     with pytest.raises(ConfigError, match="divisible"):
         config(tiny_config, hidden_size=15)

@@ -31,9 +31,14 @@ def test_recbole_directory_creation_survives_a_concurrent_rank(tmp_path, monkeyp
 
     existing = tmp_path / "log"
     existing.mkdir()
-    monkeypatch.setattr("os.path.exists", lambda path: False)
-    for module in (recbole.utils.logger, recbole.trainer.trainer, recbole.data.utils):
-        module.ensure_dir(str(existing))
+    (existing / "kept.txt").write_text("written by the other rank", encoding="utf-8")
+    monkeypatch.setattr("os.path.exists", lambda path: False)  # the window between RecBole's check and mkdir
+    for index, module in enumerate((recbole.utils.logger, recbole.trainer.trainer, recbole.data.utils)):
+        module.ensure_dir(str(existing))  # RecBole's own version raises FileExistsError here
+        fresh = tmp_path / f"new{index}" / "nested"
+        module.ensure_dir(str(fresh))
+        assert fresh.is_dir()
+    assert (existing / "kept.txt").read_text(encoding="utf-8") == "written by the other rank"
 
 
 def test_two_cpu_processes_train_and_match_a_single_process_evaluation(tiny_config, workdir):

@@ -140,7 +140,7 @@ def test_positive_view_prefers_another_sequence_with_the_same_target(lares_confi
     assert unique_with_others.any() and not same_history[unique_with_others].any()
     assert same_history[counts == 1].all()
     # every positive is a training row whose target is the anchor's target
-    train_targets = train_data._dataset.inter_feat[model.ITEM_ID]
+    train_targets = train_data.dataset.inter_feat[model.ITEM_ID]
     assert all(((model.train_item_seq == s).all(-1) & (model.train_item_len == n) & (train_targets == t)).any()
                for s, n, t in zip(pos_seq, pos_len, target))
     _, dropout_only, _, _, _ = make(lares_config, same_target_positive=False)
@@ -222,17 +222,20 @@ def test_rpt_reference_is_frozen_and_outside_the_optimiser(lares_config):
     _, model, _, _, _ = make(lares_config)
     n_parameters = len(list(model.parameters()))
     model.set_training_stage("rpt")
-    reference = model._reference
-    assert reference is not None and all(not v.requires_grad for v in reference.values())
+    reference = model.reference_weight("item_embedding.weight")
+    assert model.has_reference and not reference.requires_grad
     assert len(list(model.parameters())) == n_parameters  # the optimiser never sees pi_ref
-    model.set_training_stage("rpt")  # re-entering (a resumed run) keeps the same reference
-    assert model._reference is reference and "_reference" in model.other_parameter()
+    with torch.no_grad():
+        model.item_embedding.weight.add_(1.0)
+    model.set_training_stage("rpt", resumed=True)  # re-entering (a resumed run) keeps the same reference
+    assert model.reference_weight("item_embedding.weight") is reference
+    assert "_reference" in model.other_parameter()
 
 
 def test_data_selection_rules(lares_config):
     _, model, train_data, _, _ = make(lares_config, rpt_filter_topk=3)
     model.set_training_stage("rpt")
-    feat = train_data._dataset.inter_feat
+    feat = train_data.dataset.inter_feat
     seq, length, target = feat[model.ITEM_SEQ], feat[model.ITEM_SEQ_LEN], feat[model.ITEM_ID]
 
     def mask(rule, topk=3):
@@ -250,16 +253,16 @@ def test_rpt_trains_on_the_selected_rows_with_the_shared_shuffling_state(lares_c
     config, model, train_data, _, _ = make(lares_config, rpt_filter_topk=3)
     trainer = LARESTrainer(config, model)
     trainer._enter_stage(1, fresh=True, saved=False)  # SPT -> RPT without a checkpoint to reload
-    assert trainer._stage_name() == "rpt" and model._reference is not None
+    assert trainer._stage_name() == "rpt" and model.has_reference
     states = [train_data.generator.get_state()]
     for epoch in range(2):
         trainer._train_epoch(train_data, epoch)
         states.append(train_data.generator.get_state())
     selected = trainer._rpt_train_data
-    kept = len(selected._dataset.inter_feat)
-    assert 0 < kept < len(train_data._dataset.inter_feat) and selected.step == config["train_batch_size"]
+    kept = len(selected.dataset.inter_feat)
+    assert 0 < kept < len(train_data.dataset.inter_feat) and selected.step == config["train_batch_size"]
     assert model.pop_diagnostics() == {} and trainer.history[0]["diagnostics"]["rpt_kept_share"] == pytest.approx(
-        kept / len(train_data._dataset.inter_feat))
+        kept / len(train_data.dataset.inter_feat))
     # Each RPT epoch advances the one shuffling state that resume checkpoints save.
     assert not torch.equal(states[0], states[1]) and not torch.equal(states[1], states[2])
     assert torch.equal(selected.generator.get_state(), states[2])

@@ -11,7 +11,7 @@ RecBole's ``order: TO`` then keeps the file's order, which is what the papers' l
 Usage::
 
     python -m recbole_diffureason.data.convert --format text \\
-        --input ../shared/datasets/Beauty/Beauty.txt --name Amazon_Beauty --out dataset
+        --input path/to/Beauty.txt --name Amazon_Beauty --out dataset
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
+import recbole
 import yaml
 
 EMBEDDED_DATASET = "ml-100k"  # ships inside the recbole wheel (recbole/dataset_example/ml-100k)
@@ -21,7 +22,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def recbole_downloadable() -> List[str]:
-    url_file = Path(__import__("recbole").__file__).resolve().parent / "properties" / "dataset" / "url.yaml"
+    url_file = Path(recbole.__file__).resolve().parent / "properties" / "dataset" / "url.yaml"
     with open(url_file, "r", encoding="utf-8") as f:
         return sorted((yaml.safe_load(f) or {}).keys())
 

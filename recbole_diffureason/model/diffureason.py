@@ -3,8 +3,9 @@ DiffuReason base: Think-then-Diffuse over any sequential backbone
 ##################################################################
 
 Reference:
-    "Think-then-Diffuse: Latent Reasoning with Diffusion Refinement and GRPO Alignment for Sequential
-    Recommendation" (DiffuReason). Implemented from ``specs/algorithms.md`` section 5.
+    "DiffuReason: Bridging Latent Reasoning and Generative Refinement for Sequential Recommendation"; its
+    approach is called "Think-then-Diffuse". Every ambiguity of the paper and how it is resolved: docs/design.md
+    section 5.
 
 Data flow (Alg. 1)::
 
@@ -16,24 +17,21 @@ Data flow (Alg. 1)::
     L = L_rec(mu) + alpha * MSE(mu, v_target) + beta * L_align(z_1..z_G ~ N(mu, sigma))   Eqs. 7-13
 
 Subclasses supply the backbone and the decoder: :meth:`encode`, :meth:`score_all`, :meth:`target_vector`
-and :meth:`action_rewards`. Every [R] resolution of the spec and every Table 3 ablation is a config key;
+and :meth:`action_rewards`. Every [R] resolution (docs/design.md) and every Table 3 ablation is a config key;
 ``ablation`` sets the keys of one Table 3 row at once.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import SequentialRecommender
-from recbole.utils import InputType
 
-from recbole_diffureason.keys import Bool, Choice, ConfigError, Float, Int, Key, apply_preset
-from recbole_diffureason.model.common import DiagnosticsMixin
-from recbole_diffureason.modules.alignment import (
+from recbole_diffureason.keys import Bool, Choice, ConfigError, Float, Int, Key
+from recbole_diffureason.model.abstract import ReasoningRecommender
+from recbole_diffureason.modules.grpo import (
     RANK_METHODS,
     REWARDS,
     diag_gaussian_kl,
@@ -46,12 +44,10 @@ from recbole_diffureason.modules.refiner import (
     DiffusionRefiner,
     GaussianPolicy,
     GaussianPolicyHead,
-    keyed_normal,
-    noise_keys,
 )
 from recbole_diffureason.modules.thinking import POOLINGS, THINK_CONTEXTS, ThinkingTokens, build_pooling
 
-# Table 3 rows -> the keys they fix (spec 5.8).
+# Table 3 rows -> the keys they fix (docs/design.md section 5.8).
 ABLATIONS: Dict[str, Dict[str, object]] = {
     "wo_cot": {"reasoning_steps": 1},
     "wo_diffusion": {"use_diffusion": False},
@@ -69,10 +65,11 @@ class ReasoningOutput(NamedTuple):
     cond: torch.Tensor
 
 
-class DiffuReason(DiagnosticsMixin, SequentialRecommender):
+class DiffuReason(ReasoningRecommender):
     """Think-then-Diffuse (DiffuReason, Eqs. 1-13). Abstract: see :class:`DiffuReasonSASRec`."""
 
-    input_type = InputType.POINTWISE
+    abstract = True
+    presets = ABLATIONS
     loss_names = ("rec", "diff", "align", "kl", "backbone_rec")
     config_keys: Dict[str, Key] = {
         "hidden_size": Int(min=2),
@@ -126,11 +123,6 @@ class DiffuReason(DiagnosticsMixin, SequentialRecommender):
     }
 
     @classmethod
-    def apply_presets(cls, config: dict, explicit: dict) -> None:
-        """``ablation`` fixes the keys of one Table 3 row; setting one of them to another value is an error."""
-        apply_preset(config, explicit, ABLATIONS)
-
-    @classmethod
     def check_config(cls, config: dict) -> None:
         if config["sigma_min"] > config["sigma_max"]:
             raise ConfigError(f"'sigma_min' ({config['sigma_min']}) must not exceed 'sigma_max' ({config['sigma_max']}).")
@@ -174,13 +166,10 @@ class DiffuReason(DiagnosticsMixin, SequentialRecommender):
             self.policy_head = GaussianPolicyHead(self.hidden_size, **sigma_args)
         if config["reasoning_init"] == "recbole":
             for module in self.reasoning_modules():
-                module.apply(self._recbole_init)
+                module.apply(self.init_like_sasrec)
         self.training_schedule = config["training_schedule"]
-        self.epochs = config["epochs"]
         self.stage1_epochs = config["stage1_epochs"] or config["epochs"]
         self.two_stage_finetune_loss = config["two_stage_finetune_loss"]
-        self.stage = "train"
-        self._reference: Optional[Dict[str, torch.Tensor]] = None
 
     def _read_loss_config(self, config) -> None:
         self.alpha, self.beta = float(config["alpha"]), float(config["beta"])
@@ -194,7 +183,6 @@ class DiffuReason(DiagnosticsMixin, SequentialRecommender):
         self.clip_eps, self.adv_eps = float(config["clip_eps"]), float(config["adv_eps"])
         self.detach_actions = config["detach_actions"]
         self.kl_weight = float(config["kl_weight"])
-        self.initializer_range = config["initializer_range"] or 0.02
 
     def _read_noise_config(self, config) -> None:
         self.init_noise_scale = float(config["init_noise_scale"])
@@ -227,16 +215,6 @@ class DiffuReason(DiagnosticsMixin, SequentialRecommender):
     def reasoning_modules(self) -> List[nn.Module]:
         return [self.thinker, self.pooling, self.refiner if self.use_diffusion else self.policy_head]
 
-    def _recbole_init(self, module: nn.Module) -> None:
-        """RecBole's SASRec initialisation (N(0, initializer_range)), the ``reasoning_init: recbole`` option."""
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
-        if isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-
     # ------------------------------------------------------------------ reasoning
     def initial_noise(self, interaction, like: torch.Tensor, draw: int = 0) -> torch.Tensor:
         """``eps_init``: fresh in training; in evaluation zero, or keyed by user id (``eval_init_noise``)."""
@@ -244,8 +222,7 @@ class DiffuReason(DiagnosticsMixin, SequentialRecommender):
             return torch.randn_like(like) * self.init_noise_scale
         if self.eval_init_noise == "zero" or self.init_noise_scale == 0:
             return torch.zeros_like(like)
-        keys = noise_keys(interaction, self.USER_ID, self.ITEM_SEQ)
-        noise = keyed_normal(keys * self.eval_noise_draws + draw, like.size(-1), self.eval_noise_seed)
+        noise = self.keyed_noise(interaction, like.size(-1), self.eval_noise_seed, draw, self.eval_noise_draws)
         return noise.to(like.device, like.dtype) * self.init_noise_scale
 
     def forward(
@@ -307,13 +284,13 @@ class DiffuReason(DiagnosticsMixin, SequentialRecommender):
             rewards = self.action_rewards(actions.detach(), scores.detach(), interaction)
             align, stats = gaussian_policy_loss(mu, sigma, actions, rewards, self.clip_eps, self.adv_eps)
             align = self.beta * align
-            self._record(**stats)
+            self.record_diagnostics(**stats)
             if self.kl_weight > 0:
                 kl = self.beta * self.kl_weight * self.reference_kl(interaction, init_noise, mu, sigma)
         backbone = zero
         if self.backbone_rec_weight > 0:  # h_L = tau_1
             backbone = self.backbone_rec_weight * F.cross_entropy(self.score_all(out.thoughts[:, 0]), target)
-        self._record(sigma_mean=float(sigma.detach().mean()), mu_norm=float(mu.detach().norm(dim=-1).mean()))
+        self.record_diagnostics(sigma_mean=float(sigma.detach().mean()), mu_norm=float(mu.detach().norm(dim=-1).mean()))
         return rec, diff, align, kl, backbone
 
     # ------------------------------------------------------------------ "with KL" reference policy
@@ -321,21 +298,17 @@ class DiffuReason(DiagnosticsMixin, SequentialRecommender):
         if self.kl_weight > 0 and self.training_schedule == "end_to_end":
             self.snapshot_reference()
 
-    def snapshot_reference(self) -> None:
-        """Freeze the current weights as ``pi_ref`` (spec 5.8: refreshed every epoch, or the stage-1 model)."""
-        self._reference = {k: v.detach().clone() for k, v in self.state_dict(keep_vars=True).items()}
-
     def reference_kl(
         self, interaction, init_noise: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor
     ) -> torch.Tensor:
-        """``KL(pi_theta || pi_ref)``; ``pi_ref`` runs without dropout on the same input and warm-start noise."""
-        if self._reference is None:
+        """``KL(pi_theta || pi_ref)``; ``pi_ref`` runs without dropout on the same input and warm-start noise.
+
+        ``pi_ref`` is refreshed every epoch (end to end) or is the stage-1 model (two stages), docs/design.md
+        section 5.8.
+        """
+        if not self.has_reference:
             self.snapshot_reference()
-        was_training = self.training
-        self.eval()
-        with torch.no_grad():
-            ref = torch.func.functional_call(self, self._reference, (interaction,), {"init_noise": init_noise}).policy
-        self.train(was_training)
+        ref = self.reference_call(interaction, init_noise=init_noise).policy
         return diag_gaussian_kl(mu, sigma, ref.mu, ref.sigma).mean()
 
     # ------------------------------------------------------------------ stages
@@ -344,9 +317,10 @@ class DiffuReason(DiagnosticsMixin, SequentialRecommender):
             return [("pretrain", self.stage1_epochs), ("finetune", self.epochs)]
         return [("train", self.epochs)]
 
-    def set_training_stage(self, name: str) -> None:
+    def set_training_stage(self, name: str, resumed: bool = False) -> None:
+        """Fine-tuning freezes the stage-1 model as ``pi_ref``; a resumed fine-tuning keeps the one it saved."""
         self.stage = name
-        if name == "finetune" and self.kl_weight > 0:
+        if name == "finetune" and self.kl_weight > 0 and not (resumed and self.has_reference):
             self.snapshot_reference()
 
     # ------------------------------------------------------------------ RecBole prediction API

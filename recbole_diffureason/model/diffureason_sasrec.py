@@ -4,7 +4,7 @@ DiffuReasonSASRec
 
 Reference:
     DiffuReason ("Think-then-Diffuse") with the SASRec backbone, "DiffuReason-S" in Table 2.
-    Implemented from ``specs/algorithms.md`` section 5 (5.7 for the SASRec integration).
+    Design decisions: docs/design.md section 5 (5.7 for the SASRec integration).
 
 The backbone is RecBole's own ``SASRec`` built from the same keys (``hidden_size``, ``n_layers``, ...), so a
 run of ``SASRec`` and one of ``DiffuReasonSASRec`` with the same config share the backbone exactly. Items
@@ -18,27 +18,26 @@ are scored by the dot product with the backbone's item embedding table (tied wei
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Tuple
 
 import torch
-from recbole.utils import InputType
 
-from recbole_diffureason.keys import check_ce_transformer
+from recbole_diffureason.keys import SASREC_KEYS, Int, Key, check_heads_divide_width
 from recbole_diffureason.model.diffureason import DiffuReason
-from recbole_diffureason.modules.alignment import rewards_from_rank, target_rank
+from recbole_diffureason.modules.grpo import rewards_from_rank, target_rank
 from recbole_diffureason.modules.encoders import SASRecEncoder
 
 
 class DiffuReasonSASRec(DiffuReason):
     """DiffuReason (Eqs. 1-13) over RecBole's SASRec with tied item embeddings."""
 
-    input_type = InputType.POINTWISE
     backbone_name = "SASRec"
+    config_keys: Dict[str, Key] = {**SASREC_KEYS, "n_layers": Int(min=1)}
 
     @classmethod
     def check_config(cls, config: dict) -> None:
         super().check_config(config)
-        check_ce_transformer(config, "DiffuReasonSASRec (L_rec, Eq. 13)")
+        check_heads_divide_width(config)
 
     def build_backbone(self, config, dataset) -> None:
         self.backbone = SASRecEncoder(config, dataset)
@@ -69,5 +68,5 @@ class DiffuReasonSASRec(DiffuReason):
             method=self.reward_rank_method,
             n_candidates=self.reward_candidates,
         )
-        self._record(reward_full_scan_share=full_share)
+        self.record_diagnostics(reward_full_scan_share=full_share)
         return rewards_from_rank(ranks, self.reward, self.reward_k)

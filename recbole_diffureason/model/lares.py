@@ -3,9 +3,9 @@ LARES
 #####
 
 Reference:
-    "Latent Reasoning with Recurrent Depth for Sequential Recommendation" (LARES; ``papers/LARES.txt``).
-    Implemented from ``specs/algorithms.md`` section 2 (details of RecBole3.0's reimplementation where the
-    paper is silent; no official code is public).
+    "Latent Reasoning with Recurrent Depth for Sequential Recommendation" (LARES). Design decisions:
+    docs/design.md section 2 (details of RecBole3.0's reimplementation where the paper is silent; no official
+    code is public).
 
 Model (Eqs. 5-7)::
 
@@ -34,29 +34,28 @@ SPT checkpoint in ``pre_model_path``).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import SequentialRecommender
-from recbole.utils import InputType
 
 from recbole_diffureason import checkpoint
-from recbole_diffureason.keys import Bool, Choice, ConfigError, Float, Int, Key, apply_preset, check_ce_transformer
-from recbole_diffureason.model.common import DiagnosticsMixin
-from recbole_diffureason.modules.alignment import (
+from recbole_diffureason.keys import SASREC_KEYS, Bool, Choice, ConfigError, Float, Int, Key, check_heads_divide_width
+from recbole_diffureason.model.abstract import ReasoningRecommender
+from recbole_diffureason.modules.encoders import add_sasrec_input_layers, embed_like_sasrec
+from recbole_diffureason.modules.grpo import (
     REWARDS,
     capped_rank_from_scores,
     clipped_surrogate_loss,
     group_advantages,
+    group_statistics,
     k3_kl,
     rewards_from_rank,
+    target_log_prob,
 )
 from recbole_diffureason.modules.objectives import SIMILARITIES, symmetric_info_nce
 from recbole_diffureason.modules.recurrent_depth import AGGREGATIONS, LAYER_TYPES, DepthRecurrentEncoder, sample_depth
-from recbole_diffureason.modules.refiner import keyed_normal, noise_keys
 
 # Table 2 rows -> the keys they fix.
 ABLATIONS: Dict[str, Dict[str, object]] = {
@@ -71,22 +70,13 @@ RPT_FILTERS = ("all", "any", "none")
 TRUNCATION = 3.0  # RecBole3.0's truncated-normal T_0 is cut at +-3 std
 
 
-class LARES(DiagnosticsMixin, SequentialRecommender):
+class LARES(ReasoningRecommender):
     """LARES: depth-recurrent latent reasoning, SPT (TLA + SLA) then RPT (GRPO)."""
 
-    input_type = InputType.POINTWISE
+    presets = ABLATIONS
     loss_names = ("rec", "tla", "sla", "policy", "kl")
-    # The frozen SPT model of the KL term travels with the checkpoints, so a resumed RPT run keeps it.
-    other_parameter_name = ["_reference"]
     config_keys: Dict[str, Key] = {
-        "hidden_size": Int(min=2),
-        "n_heads": Int(min=1),
-        "inner_size": Int(min=1),
-        "hidden_dropout_prob": Float(min=0.0, max=1.0, max_inclusive=False),
-        "attn_dropout_prob": Float(min=0.0, max=1.0, max_inclusive=False),
-        "hidden_act": Choice(choices=("gelu", "relu", "swish", "tanh", "sigmoid")),
-        "layer_norm_eps": Float(min=0.0, min_inclusive=False),
-        "initializer_range": Float(min=0.0),
+        **SASREC_KEYS,
         "ablation": Choice(choices=tuple(ABLATIONS), optional=True),
         "pre_layers": Int(min=0),
         "core_layers": Int(min=1),
@@ -128,12 +118,8 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
     }
 
     @classmethod
-    def apply_presets(cls, config: dict, explicit: dict) -> None:
-        apply_preset(config, explicit, ABLATIONS)
-
-    @classmethod
     def check_config(cls, config: dict) -> None:
-        check_ce_transformer(config, "LARES (Eq. 7)")
+        check_heads_divide_width(config)
         if config["layer_type"] == "pre_ln" and config["hidden_act"] not in ("gelu", "relu"):
             raise ConfigError(f"layer_type 'pre_ln' (torch's TransformerEncoderLayer) supports hidden_act 'gelu' or "
                               f"'relu', got {config['hidden_act']!r}.")
@@ -145,11 +131,8 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
         super().__init__(config, dataset)
         hidden = config["hidden_size"]
         self.hidden_size = hidden
-        self.initializer_range = config["initializer_range"]
-        self.item_embedding = nn.Embedding(self.n_items, hidden, padding_idx=0)
-        self.position_embedding = nn.Embedding(self.max_seq_length, hidden)
-        self.LayerNorm = nn.LayerNorm(hidden, eps=config["layer_norm_eps"])
-        self.dropout = nn.Dropout(config["hidden_dropout_prob"])
+        add_sasrec_input_layers(self, self.n_items, self.max_seq_length, hidden, config["layer_norm_eps"],
+                                config["hidden_dropout_prob"])
         self.encoder = DepthRecurrentEncoder(
             hidden, n_heads=config["n_heads"], inner_size=config["inner_size"],
             hidden_dropout=config["hidden_dropout_prob"], attn_dropout=config["attn_dropout_prob"],
@@ -157,7 +140,7 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
             pre_layers=config["pre_layers"], core_layers=config["core_layers"],
             aggregation=config["aggregation"], layer_type=config["layer_type"],
         )
-        self.apply(self._init_weights)
+        self.apply(self.init_like_sasrec)
         self._read_depth_config(config)
         self._read_spt_config(config)
         self._read_rpt_config(config)
@@ -165,7 +148,6 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
             self._index_same_targets(dataset)
         self.train_stage = config["train_stage"]
         self.stage = self.training_stages()[0][0]
-        self._reference: Optional[Dict[str, torch.Tensor]] = None
         if self.train_stage == "rpt":
             self.load_pretrained(config["pre_model_path"])
 
@@ -187,9 +169,9 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
         self.mask_false_negatives = config["mask_false_negatives"]
 
     def _read_rpt_config(self, config) -> None:
-        self.epochs = config["epochs"]
         self.spt_epochs = config["spt_epochs"] or config["epochs"]
         self.rpt_epochs = config["rpt_epochs"] or config["epochs"]
+        self.stage_learning_rates = {"spt": config["spt_learning_rate"], "rpt": config["rpt_learning_rate"]}
         self.group_size = config["group_size"]
         self.rollout_depth_mode = config["rollout_depth"]
         self.reward, self.reward_k = config["reward"], config["reward_k"]
@@ -198,16 +180,6 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
         self.kl_beta = float(config["kl_beta"])
         self.rpt_filter = config["rpt_filter"]
         self.rpt_filter_topk, self.rpt_filter_trials = config["rpt_filter_topk"], config["rpt_filter_trials"]
-
-    def _init_weights(self, module: nn.Module) -> None:
-        """RecBole's SASRec initialisation: N(0, initializer_range), zero biases, LayerNorm (1, 0)."""
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
 
     def _index_same_targets(self, dataset) -> None:
         """``target -> training rows`` as sorted rows plus per-target start and count (FEARec's map, vectorised)."""
@@ -247,38 +219,23 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
         if self.eval_init == "zero" or self.init_scale == 0:
             return torch.zeros(shape, device=self.device)
         batch, length, hidden = shape
-        keys = noise_keys(interaction, self.USER_ID, self.ITEM_SEQ)
-        state = keyed_normal(keys, length * hidden, self.eval_noise_seed).view(shape).to(self.device)
+        state = self.keyed_noise(interaction, length * hidden, self.eval_noise_seed).view(shape).to(self.device)
         if self.init_distribution == "trunc_normal":
             state = state.clamp(-TRUNCATION, TRUNCATION)
         return state * self.init_scale
 
     # ------------------------------------------------------------------ forward
-    def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(item_seq.size(1), device=item_seq.device)
-        return self.dropout(self.LayerNorm(self.item_embedding(item_seq) + self.position_embedding(positions)))
-
     def forward(
         self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, depth: int, init_state: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """Thoughts ``t_1..t_depth`` at the last position, ``[B, depth, d]``; ``init_state``: a fresh draw if None."""
-        x = self.embed(item_seq)
+        x = embed_like_sasrec(self, item_seq)
         if init_state is None:
             init_state = self.random_state(tuple(x.shape))
         return self.encoder(x, self.get_attention_mask(item_seq), item_seq == 0, init_state, depth, item_seq_len - 1)
 
     def scores(self, thoughts: torch.Tensor) -> torch.Tensor:
         return torch.matmul(thoughts, self.item_embedding.weight.t())
-
-    @contextmanager
-    def evaluating(self) -> Iterator[None]:
-        """Switch dropout off for a reference or selection pass inside a training step."""
-        was_training = self.training
-        self.eval()
-        try:
-            yield
-        finally:
-            self.train(was_training)
 
     # ------------------------------------------------------------------ SPT
     def calculate_loss(self, interaction) -> Tuple[torch.Tensor, ...]:
@@ -304,7 +261,7 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
         if self.sla_weight > 0 and depth > 1:
             step = int(torch.randint(1, depth, ()))  # b ~ U{1..k-1}
             sla = self.sla_weight * symmetric_info_nce(thoughts[:, step - 1], thoughts[:, -1], **self.cl_options)
-        self._record(depth=depth)
+        self.record_diagnostics(depth=depth)
         return rec, tla, sla, zero, zero
 
     def positive_view(self, seq: torch.Tensor, length: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, ...]:
@@ -322,7 +279,7 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
         others = (counts - 1).clamp(min=1)
         redraw = (draw + 1 + (torch.rand(len(target), device=seq.device) * others).long()) % counts.clamp(min=1)
         rows = torch.where(is_self & (counts > 1), self.rows_by_target[starts + redraw], rows)
-        self._record(same_target_share=float((counts > 1).float().mean()))
+        self.record_diagnostics(same_target_share=float((counts > 1).float().mean()))
         return self.train_item_seq[rows], self.train_item_len[rows]
 
     # ------------------------------------------------------------------ RPT
@@ -331,9 +288,9 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
         return self.train_depth() if self.rollout_depth_mode == "sampled" else self.eval_depth
 
     def rpt_loss(self, interaction) -> Tuple[torch.Tensor, ...]:
-        """GRPO with the target-only policy (Eqs. 11-12, spec 2.4); no recommendation CE."""
+        """GRPO with the target-only policy (Eqs. 11-12, docs/design.md section 2.4); no recommendation CE."""
         seq, length, target = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.POS_ITEM_ID]
-        if self._reference is None:
+        if not self.has_reference:
             self.snapshot_reference()
         log_probs, ref_log_probs, rewards, depths = [], [], [], []
         for _ in range(self.group_size):
@@ -346,7 +303,7 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
             ref_log_probs.append(self.reference_log_prob(seq, length, depth, init, target))
             depths.append(depth)
         policy, kl, stats = self.group_policy_loss(log_probs, ref_log_probs, torch.stack(rewards, dim=1), depths)
-        self._record(**stats, depth=sum(depths) / len(depths))
+        self.record_diagnostics(**stats, depth=sum(depths) / len(depths))
         zero = policy.new_zeros(())
         return zero, zero, zero, policy, kl
 
@@ -373,27 +330,19 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
         policy = clipped_surrogate_loss(log_prob, log_prob.detach(), advantages[..., None] * weights, self.clip_eps)
         policy = policy * longest
         kl = self.kl_beta * (weights * k3_kl(log_prob, ref_log_prob)).sum(dim=-1).mean()
-        stats = {
-            "frac_groups_with_signal": float((advantages.abs() > 0).any(dim=-1).float().mean()),
-            "reward_mean": float(rewards.mean()),
-        }
-        return policy, kl, stats
+        return policy, kl, group_statistics(advantages, rewards)
 
     # ------------------------------------------------------------------ frozen SPT model
-    def snapshot_reference(self) -> None:
-        """Freeze the current (SPT) weights as ``pi_ref``."""
-        self._reference = {k: v.detach().clone() for k, v in self.state_dict().items()}
-
     @torch.no_grad()
     def reference_thoughts(
         self, seq: torch.Tensor, length: torch.Tensor, depth: int, init: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Thoughts and item table of ``pi_ref`` (the current weights if none is frozen), without dropout."""
-        with self.evaluating():
-            if self._reference is None:
+        if not self.has_reference:
+            with self.evaluating():
                 return self.forward(seq, length, depth, init_state=init), self.item_embedding.weight
-            thoughts = torch.func.functional_call(self, self._reference, (seq, length, depth), {"init_state": init})
-        return thoughts, self._reference["item_embedding.weight"]
+        thoughts = self.reference_call(seq, length, depth, init_state=init)
+        return thoughts, self.reference_weight("item_embedding.weight")
 
     def reference_log_prob(
         self, seq: torch.Tensor, length: torch.Tensor, depth: int, init: torch.Tensor, target: torch.Tensor
@@ -428,10 +377,13 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
         names = ("spt", "rpt") if self.train_stage == "both" else (self.train_stage,)
         return [stages[name] for name in names]
 
-    def set_training_stage(self, name: str) -> None:
+    def stage_learning_rate(self, stage: str) -> Optional[float]:
+        return self.stage_learning_rates.get(stage)
+
+    def set_training_stage(self, name: str, resumed: bool = False) -> None:
         """Entering RPT freezes the SPT weights as the KL reference (a resumed run brings its own)."""
         self.stage = name
-        if name == "rpt" and self._reference is None:
+        if name == "rpt" and not self.has_reference:
             self.snapshot_reference()
 
     # ------------------------------------------------------------------ RecBole prediction API
@@ -446,8 +398,3 @@ class LARES(DiagnosticsMixin, SequentialRecommender):
     def full_sort_predict(self, interaction) -> torch.Tensor:
         return self.scores(self.user_vector(interaction))
 
-
-def target_log_prob(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``log softmax(scores)[target]`` for ``scores [B, k, N]``: ``[B, k]``."""
-    picked = scores.gather(-1, target.view(-1, 1, 1).expand(-1, scores.size(1), 1)).squeeze(-1)
-    return picked - torch.logsumexp(scores, dim=-1)

@@ -4,10 +4,10 @@ ReaRec base: autoregressive latent reasoning over RecBole's SASRec
 
 Reference:
     Tang et al., "Think before Recommend: Unleashing the Latent Reasoning Power for Sequential
-    Recommendation" (ReaRec, arXiv 2503.22675), and its official code (TangJiakai/ReaRec). Implemented from
-    ``specs/algorithms.md`` section 1; the two learning methods are :class:`ReaRecERL` and :class:`ReaRecPRL`.
+    Recommendation" (ReaRec, arXiv 2503.22675), and its official code (TangJiakai/ReaRec). Design decisions:
+    docs/design.md section 1; the two learning methods are :class:`ReaRecERL` and :class:`ReaRecPRL`.
 
-Reasoning wrapper (spec 1.2)::
+Reasoning wrapper (docs/design.md section 1.2)::
 
     h_0 = Enc(Dropout_w(LN_w(E[seq] + P[pos])))[len - 1]           step 0, keys/values cached per layer
     h_k = Enc_step(Dropout_w(LN_w(h_{k-1} + RPE[k-1])) | cache)     k = 1..R, one query against the cache
@@ -18,7 +18,7 @@ its embedding LayerNorm is ``LN_w``, which the official wrapper applies to the i
 wrapper's own dropout (``wrapper_dropout``, hard-coded 0.2 officially) replaces SASRec's embedding dropout.
 Items are scored by ``h E^T / tau`` with the tied item table.
 
-Official-code quirks (spec 1.6) and their keys:
+Official-code quirks (docs/design.md section 1.6) and their keys:
 
 1. ERL references an undefined ``noise_factor`` after warm-up: ERL's ``noise_factor`` defaults to 0 (no
    noise); a positive value adds the noise it seems to intend. PRL's contrastive term is 0 during warm-up.
@@ -33,29 +33,26 @@ Epochs: the official warm-up test is ``epoch > warmup`` with 1-based epochs. ``D
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict
 
 import torch
 import torch.nn as nn
-from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.sequential_recommender import SASRec
-from recbole.utils import InputType
 
-from recbole_diffureason.keys import Bool, Float, Int, Key, check_ce_transformer
-from recbole_diffureason.model.common import DiagnosticsMixin
+from recbole_diffureason.keys import SASREC_KEYS, Bool, Float, Int, Key, check_heads_divide_width
+from recbole_diffureason.model.abstract import ReasoningRecommender
 from recbole_diffureason.modules import autoregressive
 
 
-class ReaRec(DiagnosticsMixin, SequentialRecommender):
+class ReaRec(ReasoningRecommender):
     """ReaRec's reasoning wrapper over RecBole's SASRec. Abstract: see :class:`ReaRecERL`, :class:`ReaRecPRL`."""
 
-    input_type = InputType.POINTWISE
+    abstract = True
     backbone_name = "SASRec"
-    loss_names: Tuple[str, ...] = ()
     noisy_self_feed = False  # PRL's quirk-2 switch; ERL has no noisy branch
     config_keys: Dict[str, Key] = {
-        "hidden_size": Int(min=2),
-        "n_heads": Int(min=1),
+        **SASREC_KEYS,
+        "n_layers": Int(min=1),
         "reason_step": Int(min=1),
         "tau": Float(min=0.0, min_inclusive=False),
         "wrapper_dropout": Float(min=0.0, max=1.0, max_inclusive=False),
@@ -66,14 +63,14 @@ class ReaRec(DiagnosticsMixin, SequentialRecommender):
 
     @classmethod
     def check_config(cls, config: dict) -> None:
-        check_ce_transformer(config, cls.__name__)
+        check_heads_divide_width(config)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.backbone = SASRec(config, dataset)
         self.reason_step = config["reason_step"]
         self.reason_pos_embedding = nn.Embedding(self.reason_step, config["hidden_size"])
-        self.reason_pos_embedding.weight.data.normal_(mean=0.0, std=config["initializer_range"])
+        self.init_like_sasrec(self.reason_pos_embedding)
         self.wrapper_dropout = nn.Dropout(config["wrapper_dropout"])
         self.tau = float(config["tau"])
         self.noise_factor = float(config["noise_factor"])

@@ -4,7 +4,7 @@ ReaRecERL
 
 Reference:
     ReaRec, Ensemble Reasoning Learning (arXiv 2503.22675, section 3.3.1; official ``src/models/ERL.py``).
-    Implemented from ``specs/algorithms.md`` 1.3.
+    Design decisions: docs/design.md section 1.3.
 
 * representation ``u = mean_{k=0..R} h_k`` (training and inference);
 * ``L = CE(u E^T / tau, y) - kl_weight * mean_b mean_{i != j} KL(p_j || sg[p_i])`` with
@@ -45,5 +45,5 @@ class ReaRecERL(ReaRec):
         if self.kl_weight == 0:
             return rec, rec.new_zeros(())
         divergence = mean_pairwise_kl(F.log_softmax(self.logits(states), dim=-1))
-        self._record(step_divergence=float(divergence.detach()))
+        self.record_diagnostics(step_divergence=float(divergence.detach()))
         return rec, -self.kl_weight * divergence

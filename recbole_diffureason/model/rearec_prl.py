@@ -4,7 +4,7 @@ ReaRecPRL
 
 Reference:
     ReaRec, Progressive Reasoning Learning (arXiv 2503.22675, section 3.3.2; official ``src/models/PRL.py``).
-    Implemented from ``specs/algorithms.md`` 1.4.
+    Design decisions: docs/design.md section 1.4.
 
 * representation: the last state ``h_R``;
 * progressive temperature annealing: step k is scored at ``tau_k = tau * temp_scale^(R - k)``,

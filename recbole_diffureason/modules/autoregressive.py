@@ -1,6 +1,6 @@
 """Single-token steps through RecBole's ``TransformerEncoder`` against cached keys and values.
 
-ReaRec (spec 1.2) appends one reasoning token per step to the item sequence and reads the encoder's output at
+ReaRec (docs/design.md 1.2) appends one reasoning token per step to the item sequence and reads the encoder's output at
 that token. Attention is causal, so the item tokens never see the reasoning tokens and the keys and values of
 every earlier token stay valid: each step only has to push one query through every layer. These functions
 run RecBole's own ``TransformerLayer`` weights (``MultiHeadAttention`` and ``FeedForward``, post-LN) with the

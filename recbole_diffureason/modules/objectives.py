@@ -1,9 +1,9 @@
 """In-batch InfoNCE and pairwise-KL diversity, shared by the reasoning baselines.
 
-* ``info_nce``: ReaRec-PRL's reasoning-aware contrastive loss (spec 1.4) and LARES's trajectory- and
-  step-level alignment (spec 2.3, Eqs. 8-9): CE over the ``[B, B]`` similarity matrix with the matching row
+* ``info_nce``: ReaRec-PRL's reasoning-aware contrastive loss (docs/design.md 1.4) and LARES's trajectory- and
+  step-level alignment (docs/design.md 2.3, Eqs. 8-9): CE over the ``[B, B]`` similarity matrix with the matching row
   as the label.
-* ``mean_pairwise_kl``: ReaRec-ERL's diversity term (spec 1.3) without the ``[B, S, S, N]`` tensor.
+* ``mean_pairwise_kl``: ReaRec-ERL's diversity term (docs/design.md 1.3) without the ``[B, S, S, N]`` tensor.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""LARES's depth-recurrent encoder (LARES Eqs. 5-6, spec 2.1-2.2).
+"""LARES's depth-recurrent encoder (LARES Eqs. 5-6, docs/design.md 2.1-2.2).
 
 ``H = A(X)`` (pre-block), then ``T_i = C(LN(f(T_{i-1}, H)))`` for i = 1..k from a random ``T_0``: the core-block
 ``C`` is applied k times with the same weights, so depth scales compute, not parameters. The blocks are

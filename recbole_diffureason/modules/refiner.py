@@ -2,7 +2,7 @@
 
 The reverse chain is warm-started at ``x^T = tau_R + eps_init`` and, for t = T..1, a shared denoiser maps
 ``[c ; x^t + t_emb]`` to a diagonal Gaussian ``(mu_t, sigma_t)``. Training samples the intermediate states
-with the reparameterisation trick (spec [R] 5.10.11) so that L_rec and L_diff reach every step; evaluation
+with the reparameterisation trick (docs/design.md [R] 5.10.11) so that L_rec and L_diff reach every step; evaluation
 follows the means. The policy of the alignment loss is the last step's ``(mu_1, sigma_1)``.
 """
 
@@ -43,36 +43,6 @@ def sinusoidal_embedding(steps: torch.Tensor, dim: int, max_period: float = 10_0
 def bounded_sigma(raw: torch.Tensor, sigma_min: float, sigma_max: float, offset: float) -> torch.Tensor:
     """``clamp(softplus(raw) + offset, sigma_min, sigma_max)`` (appendix C.1.2)."""
     return (F.softplus(raw) + offset).clamp(sigma_min, sigma_max)
-
-
-def keyed_normal(keys: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
-    """Standard normal noise that depends only on ``(seed, key)``, not on batching or device.
-
-    Evaluation noise is drawn from this, keyed by user id, so a seeded evaluation gives the same metrics for
-    any batch size, batch order or number of DDP ranks. Multiplications modulo the Mersenne prime 2**31 - 1
-    keep every product below 2**62; the xor-shifts make the mixing non-linear.
-    """
-    modulus = 2_147_483_647
-    columns = torch.arange(2 * dim, device=keys.device, dtype=torch.int64)
-    state = (keys.to(torch.int64).unsqueeze(-1) % modulus) * 2 * dim + columns
-    state = (state + (seed % modulus) * 7_919 + 1) % modulus
-    for multiplier in (48_271, 69_621, 16_807, 48_271):
-        state = (state * multiplier) % modulus
-        state = state ^ (state >> 13)
-        state = (state * 69_621 + 12_345) % modulus
-        state = state ^ (state >> 16)
-    state = state % modulus
-    uniform = (state.double() + 0.5) / modulus
-    u1, u2 = uniform[..., :dim], uniform[..., dim:]
-    return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).float()
-
-
-def noise_keys(interaction, user_field: str, item_seq_field: str) -> torch.Tensor:
-    """Keys for ``keyed_normal``: the user id, or, for a raw history without a user, a hash of the history."""
-    if user_field in interaction.interaction:
-        return interaction[user_field]
-    seq = interaction[item_seq_field]
-    return (seq * torch.arange(1, seq.size(1) + 1, device=seq.device) * 1_000_003).sum(dim=-1)
 
 
 class DiffusionRefiner(nn.Module):
@@ -172,7 +142,7 @@ class DiffusionRefiner(nn.Module):
 
 
 class GaussianPolicyHead(nn.Module):
-    """The "w/o Diffusion" policy (spec 5.8): ``mu`` is given, ``sigma = clamp(softplus(W c) + 1e-5, 1e-3, 1)``."""
+    """The "w/o Diffusion" policy (docs/design.md 5.8): ``mu`` is given, ``sigma = clamp(softplus(W c) + 1e-5, 1e-3, 1)``."""
 
     def __init__(self, hidden_size: int, sigma_min: float = 1e-3, sigma_max: float = 1.0, softplus_offset: float = 1e-5):
         super().__init__()

@@ -17,7 +17,7 @@ POOLINGS = ("attention", "mean", "last")
 
 
 def heads_that_divide(width: int, requested: int) -> int:
-    """The largest head count <= ``requested`` that divides ``width`` (spec 5.2: 8 heads on d=50 -> 5)."""
+    """The largest head count <= ``requested`` that divides ``width`` (docs/design.md 5.2: 8 heads on d=50 -> 5)."""
     for heads in range(min(requested, width), 0, -1):
         if width % heads == 0:
             if heads != requested:
@@ -34,7 +34,7 @@ class ThinkingTokens(nn.Module):
     ThinkDec is a pre-LN Transformer decoder (causal self-attention over the thoughts so far, cross-attention
     to the unpadded backbone states, GELU FFN) with a final LayerNorm (``norm_first=False``: post-LN, no final
     LayerNorm); ``tau_r`` is its output at the last
-    position. Step embeddings (spec [R] 5.10.2) tell the decoder which step it is on. ``context='last'``
+    position. Step embeddings (docs/design.md [R] 5.10.2) tell the decoder which step it is on. ``context='last'``
     feeds only ``tau_{r-1}``, the literal Markov reading of Eq. 1.
 
     Args:
@@ -109,7 +109,7 @@ class ThinkingTokens(nn.Module):
 
 
 class AttentionPooling(nn.Module):
-    """Additive attention pooling (spec [R] 5.3): ``s_r = w^T tanh(W tau_r + b)``, ``c = sum_r softmax(s)_r tau_r``."""
+    """Additive attention pooling (docs/design.md [R] 5.3): ``s_r = w^T tanh(W tau_r + b)``, ``c = sum_r softmax(s)_r tau_r``."""
 
     def __init__(self, hidden_size: int):
         super().__init__()

@@ -1,10 +1,15 @@
-"""Group-relative policy alignment (DiffuReason Eqs. 8-11, appendix C.2) and ranking rewards.
+"""Group-relative policy optimisation (GRPO) and ranking rewards, shared by DiffuReason and LARES.
+
+DiffuReason (Eqs. 8-11, appendix C.2) aligns a continuous Gaussian policy; LARES (Eqs. 11-12) a discrete
+target-only policy over the item catalogue. Both use the same pieces: z-scored group advantages, the clipped
+surrogate, the group statistics logged as diagnostics, rewards from the target's rank, and a KL to a frozen
+reference (closed form for Gaussians, GRPO's k3 estimator for the discrete policy).
 
 For a Gaussian policy ``(mu, sigma)`` and G actions ``z_i`` drawn from it, the loss is
 ``-mean_b (1/G) sum_i min(rho_i A_i, clip(rho_i, 1-eps, 1+eps) A_i)`` with ``rho_i = pi_theta(z_i)/pi_old(z_i)``
 and group-normalised advantages ``A_i``. ``pi_old`` is the same forward pass detached, so ``rho = 1`` in value
 and the gradient is REINFORCE with a group baseline: ``-(1/G) sum_i A_i grad log pi(z_i)``. That gradient
-exists only if the actions are detached (spec 5.5.1): with ``z = mu + sigma * eps`` kept in the graph,
+exists only if the actions are detached (docs/design.md 5.5.1): with ``z = mu + sigma * eps`` kept in the graph,
 ``(z - mu)/sigma = eps`` and the loss no longer depends on ``mu`` at all.
 """
 
@@ -64,11 +69,25 @@ def gaussian_policy_loss(
     log_prob = gaussian_log_prob(actions, mu, sigma)
     # pi_old is this same forward pass, frozen: rho = 1 in value and the gradient is A * grad log pi.
     loss = clipped_surrogate_loss(log_prob, log_prob.detach(), advantages, clip_eps)
-    stats = {
+    return loss, group_statistics(advantages, rewards)
+
+
+def group_statistics(advantages: torch.Tensor, rewards: torch.Tensor) -> Dict[str, float]:
+    """Diagnostics of one batch of groups ``[B, G]``.
+
+    ``frac_groups_with_signal``: share of groups whose rewards are not all equal (only those carry a gradient);
+    ``reward_mean``: mean reward over every sample.
+    """
+    return {
         "frac_groups_with_signal": float((advantages.abs() > 0).any(dim=-1).float().mean()),
         "reward_mean": float(rewards.mean()),
     }
-    return loss, stats
+
+
+def target_log_prob(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The discrete target-only policy: ``log softmax(scores)[target]`` for ``scores [B, k, N]``, ``[B, k]``."""
+    picked = scores.gather(-1, target.view(-1, 1, 1).expand(-1, scores.size(1), 1)).squeeze(-1)
+    return picked - torch.logsumexp(scores, dim=-1)
 
 
 def diag_gaussian_kl(mu: torch.Tensor, sigma: torch.Tensor, mu_ref: torch.Tensor, sigma_ref: torch.Tensor) -> torch.Tensor:
