@@ -152,7 +152,10 @@ class DRTrainerMixin:
         return self.config["check_finite"] is not False
 
     def _build_optimizer(self, **kwargs):
-        """Every optimizer, the first and each later stage's, refuses a step with non-finite gradients."""
+        """The model's parameter groups (per-module learning rates); every optimizer, the first and each later
+        stage's, refuses a step with non-finite gradients."""
+        if "params" not in kwargs:  # RecBole's own call in Trainer.__init__, before self.contract exists
+            kwargs["params"] = contract_of(self.model, self.config["epochs"]).parameter_groups()
         optimizer = super()._build_optimizer(**kwargs)
         if self._checks_finite():
             optimizer.register_step_pre_hook(self._refuse_non_finite_step)
@@ -351,7 +354,7 @@ class DRTrainerMixin:
         self.contract.set_training_stage(name, resumed=not fresh)
         if fresh:
             lr = self.contract.stage_learning_rate(name) or self.learning_rate
-            self.optimizer = self._build_optimizer(params=self.model.parameters(), learning_rate=lr)
+            self.optimizer = self._build_optimizer(params=self.contract.parameter_groups(), learning_rate=lr)
         self.epochs = epochs
         self.eval_step = min(self.config["eval_step"], epochs)
         self.logger.info(set_color(f"Training stage '{name}'", "yellow") + f" for up to {epochs} epochs")

@@ -14,8 +14,9 @@ What a model declares (class attributes, read before any data loads):
   under its name (RecBole sums the tuple for the backward pass).
 * ``config_keys``: ``name -> keys.Key`` validation rules, merged along the MRO; every key also has a default
   with a one-line comment in ``properties/model/<Name>.yaml`` (a test checks the two agree).
-* ``presets`` and ``preset_key``: named bundles of keys (e.g. the paper's ablation rows) that one key selects;
-  setting one of a preset's keys to another value explicitly is an error.
+* ``presets``: ``{key: {name: {key: value}}}``, named bundles of keys that one key selects. ``strict_presets``
+  names the keys whose bundles are experiments (the papers' ablation rows: setting one of their keys to another
+  value explicitly is an error); for the others (e.g. ``preset: paper``) explicit keys win. Applied in order.
 * ``backbone_name``: a RecBole model whose YAML is layered below ours (e.g. ``SASRec``).
 * ``abstract = True`` in a class body: a base class, not a model ``--model`` accepts.
 
@@ -61,8 +62,8 @@ class ReasoningRecommender(SequentialRecommender):
     backbone_name: Optional[str] = None
     loss_names: Tuple[str, ...] = ("loss",)
     config_keys: Dict[str, Key] = {}
-    presets: Dict[str, Dict[str, Any]] = {}
-    preset_key = "ablation"
+    presets: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    strict_presets: Tuple[str, ...] = ("ablation",)
     # RecBole saves these attributes with the weights; the frozen reference must survive a resume.
     other_parameter_name = ["_reference"]
 
@@ -78,8 +79,9 @@ class ReasoningRecommender(SequentialRecommender):
     # ------------------------------------------------------------------ configuration (before data loads)
     @classmethod
     def apply_presets(cls, config: dict, explicit: Mapping[str, Any]) -> None:
-        """Set the keys of the preset that ``config[preset_key]`` names."""
-        apply_preset(config, explicit, cls.presets, cls.preset_key)
+        """Set the keys of every preset the config names, in the order of ``presets``."""
+        for key, table in cls.presets.items():
+            apply_preset(config, explicit, table, key, strict=key in cls.strict_presets)
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> None:
@@ -92,6 +94,10 @@ class ReasoningRecommender(SequentialRecommender):
     def stage_learning_rate(self, stage: str) -> Optional[float]:
         """Learning rate of a stage's fresh optimizer; ``None`` keeps RecBole's ``learning_rate``."""
         return None
+
+    def parameter_groups(self) -> Any:
+        """What the optimizer trains: ``self.parameters()``, or torch parameter groups with their own ``lr``."""
+        return self.parameters()
 
     def set_training_stage(self, name: str, resumed: bool = False) -> None:
         self.stage = name
@@ -168,6 +174,9 @@ class RecBoleModelContract:
 
     def stage_learning_rate(self, stage: str) -> Optional[float]:
         return None
+
+    def parameter_groups(self) -> Any:
+        return self.model.parameters()
 
     def set_training_stage(self, name: str, resumed: bool = False) -> None:
         pass

@@ -58,6 +58,25 @@ ABLATIONS: Dict[str, Dict[str, object]] = {
     "two_stage": {"training_schedule": "two_stage"},
 }
 
+# Starting configurations one key selects; explicit keys win over them. ``paper`` is the paper's configuration
+# as this plugin first implemented it (section 4.2 and Table 5 of the paper, and the [R] resolutions of
+# docs/design.md section 5), so a run with ``preset: paper`` reproduces it whatever the defaults become.
+PAPER: Dict[str, object] = {
+    "reasoning_steps": 3, "think_layers": 2, "think_heads": 8, "think_inner_size": None, "think_dropout": 0.1,
+    "think_step_embedding": True, "think_context": "full", "think_norm_first": True, "pooling": "attention",
+    "use_diffusion": True, "policy_mean": "cond", "diffusion_steps": 16, "denoiser_hidden_mult": 4,
+    "denoiser_dropout": 0.1, "denoiser_output": "direct", "denoiser_zero_init": False, "sigma_min": 0.001,
+    "sigma_max": 1.0, "sigma_softplus_offset": 0.00001, "schedule_s": 0.008, "schedule_use": "none",
+    "init_noise_scale": 1.0, "init_noise_relative": False, "train_sample_intermediate": True,
+    "eval_sample_intermediate": False, "eval_init_noise": "seeded", "eval_noise_seed": 2020, "eval_noise_draws": 1,
+    "alpha": 1.0, "beta": 1.0, "detach_target": True, "diff_loss": "mse", "diff_loss_reduction": "mean",
+    "group_size": 8, "reward": "hit", "reward_k": 1, "clip_eps": 0.2, "adv_eps": 0.0001, "detach_actions": True,
+    "kl_weight": 0.0, "training_schedule": "end_to_end", "two_stage_finetune_loss": "full",
+    "backbone_rec_weight": 0.0, "reasoning_init": "pytorch", "reasoning_learning_rate": None,
+    "clip_grad_norm": {"max_norm": 5.0},
+}
+PRESETS: Dict[str, Dict[str, object]] = {"paper": PAPER}
+
 
 class ReasoningOutput(NamedTuple):
     policy: GaussianPolicy
@@ -69,10 +88,11 @@ class DiffuReason(ReasoningRecommender):
     """Think-then-Diffuse (DiffuReason, Eqs. 1-13). Abstract: see :class:`DiffuReasonSASRec`."""
 
     abstract = True
-    presets = ABLATIONS
+    presets = {"preset": PRESETS, "ablation": ABLATIONS}
     loss_names = ("rec", "diff", "align", "kl", "backbone_rec")
     config_keys: Dict[str, Key] = {
         "hidden_size": Int(min=2),
+        "preset": Choice(choices=tuple(PRESETS), optional=True),
         "ablation": Choice(choices=tuple(ABLATIONS), optional=True),
         "reasoning_steps": Int(min=1),
         "think_layers": Int(min=1),
@@ -96,6 +116,7 @@ class DiffuReason(ReasoningRecommender):
         "schedule_s": Float(min=0.0),
         "schedule_use": Choice(choices=SCHEDULE_USES),
         "init_noise_scale": Float(min=0.0),
+        "init_noise_relative": Bool(),
         "train_sample_intermediate": Bool(),
         "eval_sample_intermediate": Bool(),
         "eval_init_noise": Choice(choices=("seeded", "zero")),
@@ -120,6 +141,9 @@ class DiffuReason(ReasoningRecommender):
         "stage1_epochs": Int(min=1, optional=True),
         "two_stage_finetune_loss": Choice(choices=("full", "rec_align")),
         "reasoning_init": Choice(choices=("pytorch", "recbole")),
+        "reasoning_learning_rate": Float(min=0.0, min_inclusive=False, optional=True),
+        "diagnose": Bool(),
+        "diagnose_every": Int(min=1),
     }
 
     @classmethod
@@ -183,9 +207,13 @@ class DiffuReason(ReasoningRecommender):
         self.clip_eps, self.adv_eps = float(config["clip_eps"]), float(config["adv_eps"])
         self.detach_actions = config["detach_actions"]
         self.kl_weight = float(config["kl_weight"])
+        self.reasoning_learning_rate = config["reasoning_learning_rate"]
+        self.diagnose, self.diagnose_every = config["diagnose"], config["diagnose_every"]
+        self._diagnose_batches = 0
 
     def _read_noise_config(self, config) -> None:
         self.init_noise_scale = float(config["init_noise_scale"])
+        self.init_noise_relative = config["init_noise_relative"]
         self.train_sample_intermediate = config["train_sample_intermediate"]
         self.eval_sample_intermediate = config["eval_sample_intermediate"]
         self.eval_init_noise = config["eval_init_noise"]
@@ -215,7 +243,32 @@ class DiffuReason(ReasoningRecommender):
     def reasoning_modules(self) -> List[nn.Module]:
         return [self.thinker, self.pooling, self.refiner if self.use_diffusion else self.policy_head]
 
+    def parameter_groups(self):
+        """One learning rate for the backbone and ``reasoning_learning_rate`` for the modules DiffuReason adds."""
+        if self.reasoning_learning_rate is None:
+            return self.parameters()
+        return [
+            {"params": self.backbone_parameters()},
+            {"params": self.reasoning_parameters(), "lr": float(self.reasoning_learning_rate)},
+        ]
+
+    def reasoning_parameters(self) -> List[nn.Parameter]:
+        return [p for module in self.reasoning_modules() for p in module.parameters()]
+
+    def backbone_parameters(self) -> List[nn.Parameter]:
+        """Parameters of the backbone (everything the reasoning modules do not own)."""
+        reasoning = {id(p) for p in self.reasoning_parameters()}
+        return [p for p in self.parameters() if id(p) not in reasoning]
+
     # ------------------------------------------------------------------ reasoning
+    def warm_start_noise(self, noise: torch.Tensor, last_thought: torch.Tensor) -> torch.Tensor:
+        """``eps_init`` as added to ``tau_R``: unit scale (Eq. 3), or, with ``init_noise_relative``, rescaled so
+        that its expected norm is ``init_noise_scale * ||tau_R||`` whatever the width d."""
+        if not self.init_noise_relative:
+            return noise
+        scale = last_thought.detach().norm(dim=-1, keepdim=True) / last_thought.size(-1) ** 0.5
+        return noise * scale
+
     def initial_noise(self, interaction, like: torch.Tensor, draw: int = 0) -> torch.Tensor:
         """``eps_init``: fresh in training; in evaluation zero, or keyed by user id (``eval_init_noise``)."""
         if self.training:
@@ -239,9 +292,10 @@ class DiffuReason(ReasoningRecommender):
         if self.use_diffusion:
             if init_noise is None:
                 init_noise = self.initial_noise(interaction, thoughts[:, -1], draw)
-            start = thoughts[:, -1] + init_noise
+            start = thoughts[:, -1] + self.warm_start_noise(init_noise, thoughts[:, -1])
             sample = self.train_sample_intermediate if self.training else self.eval_sample_intermediate
-            policy = self.refiner(start, cond, sample_intermediate=sample, step_noise=step_noise)
+            policy = self.refiner(start, cond, sample_intermediate=sample, step_noise=step_noise,
+                                  anchor=thoughts[:, 0])
         else:
             mean = cond if self.policy_mean == "cond" else thoughts[:, -1]
             policy = self.policy_head(mean, cond)
@@ -291,7 +345,51 @@ class DiffuReason(ReasoningRecommender):
         if self.backbone_rec_weight > 0:  # h_L = tau_1
             backbone = self.backbone_rec_weight * F.cross_entropy(self.score_all(out.thoughts[:, 0]), target)
         self.record_diagnostics(sigma_mean=float(sigma.detach().mean()), mu_norm=float(mu.detach().norm(dim=-1).mean()))
+        if self.diagnose:
+            self.record_diagnostics(**self.fit_diagnostics(out, init_noise, interaction))
+            self._diagnose_batches += 1
+            if (self._diagnose_batches - 1) % self.diagnose_every == 0:  # the first batch, then every diagnose_every
+                terms = {"rec": rec, "diff": diff, "align": align, "kl": kl, "backbone_rec": backbone}
+                self.record_diagnostics(**self.gradient_diagnostics(terms, mu, sigma))
         return rec, diff, align, kl, backbone
+
+    # ------------------------------------------------------------------ diagnosis (``diagnose: True``)
+    @torch.no_grad()
+    def fit_diagnostics(self, out: ReasoningOutput, init_noise: torch.Tensor, interaction) -> Dict[str, float]:
+        """Where the training fit goes: CE of ``h_L`` against CE of ``mu``, and the norms of every stage.
+
+        ``ce_h_last`` is what the backbone alone would score on this batch; ``noise_to_thought`` is
+        ``||eps_init|| / ||tau_R||``, i.e. how much of the warm start survives the noise.
+        """
+        target = interaction[self.POS_ITEM_ID]
+        h_last, last_thought, mu = out.thoughts[:, 0], out.thoughts[:, -1], out.policy.mu
+        norm = lambda x: float(x.norm(dim=-1).mean())  # noqa: E731
+        noise = self.warm_start_noise(init_noise, last_thought) if self.use_diffusion else torch.zeros_like(mu)
+        return {
+            "ce_h_last": float(F.cross_entropy(self.score_all(h_last), target)),
+            "norm_h_last": norm(h_last), "norm_tau_R": norm(last_thought), "norm_c": norm(out.cond),
+            "norm_target": norm(self.target_vector(interaction)),
+            "noise_to_thought": float((noise.norm(dim=-1) / last_thought.norm(dim=-1).clamp(min=1e-12)).mean()),
+            "cos_mu_h_last": float(F.cosine_similarity(mu, h_last, dim=-1).mean()),
+        }
+
+    def gradient_diagnostics(self, terms: Dict[str, torch.Tensor], mu: torch.Tensor, sigma: torch.Tensor) -> Dict[str, float]:
+        """Norm of the gradient each loss term sends into the backbone, and the GRPO gradient on ``mu``.
+
+        ``grad_mu_align`` is the mean per-row norm of dL_align/dmu; it grows as 1/sigma (docs/design.md 5.5.1),
+        so it is logged next to ``inv_sigma`` = mean 1/sigma.
+        """
+        params = [p for p in self.backbone_parameters() if p.requires_grad]
+        stats: Dict[str, float] = {"inv_sigma": float((1.0 / sigma.detach()).mean())}
+        for name, term in terms.items():
+            if not term.requires_grad:
+                continue
+            grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            stats[f"grad_backbone_{name}"] = float(torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None)))
+        if terms["align"].requires_grad:
+            (grad_mu,) = torch.autograd.grad(terms["align"], mu, retain_graph=True)
+            stats["grad_mu_align"] = float(grad_mu.norm(dim=-1).mean() * mu.size(0))
+        return stats
 
     # ------------------------------------------------------------------ "with KL" reference policy
     def on_epoch_start(self, epoch: int) -> None:

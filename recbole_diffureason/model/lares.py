@@ -73,7 +73,7 @@ TRUNCATION = 3.0  # RecBole3.0's truncated-normal T_0 is cut at +-3 std
 class LARES(ReasoningRecommender):
     """LARES: depth-recurrent latent reasoning, SPT (TLA + SLA) then RPT (GRPO)."""
 
-    presets = ABLATIONS
+    presets = {"ablation": ABLATIONS}
     loss_names = ("rec", "tla", "sla", "policy", "kl")
     config_keys: Dict[str, Key] = {
         **SASREC_KEYS,

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-DENOISER_OUTPUTS = ("direct", "residual", "cond_residual")
+DENOISER_OUTPUTS = ("direct", "residual", "cond_residual", "anchor_residual")
 SCHEDULE_USES = ("none", "scale_step_noise")
 
 
@@ -50,9 +50,10 @@ class DiffusionRefiner(nn.Module):
 
     Denoiser (appendix C.1.2): ``Linear(2d,4d) -> SiLU -> Dropout -> Linear(4d,4d) -> SiLU -> Dropout ->
     Linear(4d,2d)``, split into ``mu_t`` and ``sigma_t = clamp(softplus(.) + 1e-5, 1e-3, 1)``. ``mu_t`` is the
-    output itself (``direct``, the paper), ``x^t + output`` (``residual``) or ``c + output`` (``cond_residual``:
-    every step refines the pooled thought). ``zero_init`` starts the mu half of the last layer at zero, so
-    that the residual forms begin as the identity. The time embedding is sinusoidal followed by a
+    output itself (``direct``, the paper), ``x^t + output`` (``residual``), ``c + output`` (``cond_residual``:
+    every step refines the pooled thought) or ``anchor + output`` (``anchor_residual``: every step refines a given
+    anchor, the backbone's ``h_L``). ``zero_init`` starts the mu half of the last layer at zero, so that the
+    residual forms begin as the identity (``anchor_residual``: the model starts as its backbone exactly). The time embedding is sinusoidal followed by a
     two-layer SiLU MLP. The cosine schedule is kept as a buffer for logging; as the paper writes it, it does
     not enter the chain (``schedule_use='scale_step_noise'`` scales the step noise by sqrt(1 - alpha_bar)).
     """
@@ -95,7 +96,10 @@ class DiffusionRefiner(nn.Module):
         """``t_emb`` for t = 1..T, shape ``[T, d]`` (row t-1 is step t)."""
         return self.time_mlp(sinusoidal_embedding(self.steps, self.hidden_size))
 
-    def denoise(self, x_t: torch.Tensor, t_emb: torch.Tensor, cond: torch.Tensor, cond_part: torch.Tensor) -> GaussianPolicy:
+    def denoise(
+        self, x_t: torch.Tensor, t_emb: torch.Tensor, cond: torch.Tensor, cond_part: torch.Tensor,
+        anchor: Optional[torch.Tensor] = None,
+    ) -> GaussianPolicy:
         """One reverse step. ``cond_part`` is the input layer applied to ``c`` alone, which is the same at every t."""
         d = self.hidden_size
         hidden = cond_part + F.linear(x_t + t_emb, self.input_layer.weight[:, d:], self.input_layer.bias)
@@ -104,6 +108,8 @@ class DiffusionRefiner(nn.Module):
             mu = x_t + mu
         elif self.output == "cond_residual":
             mu = cond + mu
+        elif self.output == "anchor_residual":
+            mu = anchor + mu
         return GaussianPolicy(mu, bounded_sigma(raw_sigma, *self.sigma_bounds))
 
     def step_noise_scale(self, t: int) -> float:
@@ -118,19 +124,23 @@ class DiffusionRefiner(nn.Module):
         cond: torch.Tensor,
         sample_intermediate: bool,
         step_noise: Optional[torch.Tensor] = None,
+        anchor: Optional[torch.Tensor] = None,
     ) -> GaussianPolicy:
         """Run t = T..1 from ``x_start = x^T`` and return ``(mu_1, sigma_1)``.
 
         Args:
             sample_intermediate: ``x^{t-1} = mu_t + sigma_t * xi_t`` (training) instead of ``mu_t`` (evaluation).
             step_noise: optional ``[T-1, B, d]`` values of ``xi_t`` (for t = 2..T, row t-2); drawn if omitted.
+            anchor: ``[B, d]``, required by ``output='anchor_residual'``.
         """
+        if self.output == "anchor_residual" and anchor is None:
+            raise ValueError("output='anchor_residual' needs the anchor (e.g. the backbone's h_L).")
         t_emb = self.time_embeddings()
         cond_part = F.linear(cond, self.input_layer.weight[:, : self.hidden_size])
         x = x_start
         policy = None
         for t in range(self.n_steps, 0, -1):
-            policy = self.denoise(x, t_emb[t - 1], cond, cond_part)
+            policy = self.denoise(x, t_emb[t - 1], cond, cond_part, anchor)
             if t == 1:
                 break
             if sample_intermediate:

@@ -1,0 +1,115 @@
+"""DiffuReasonSASRec's named deviations from the paper, its ``preset: paper`` and its diagnosis switch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recbole_diffureason.config import DRConfig, properties_dir, read_yaml
+from recbole_diffureason.model.diffureason import ABLATIONS, PAPER
+from recbole_diffureason.quick_start import build_model
+from recbole_diffureason.registry import get_trainer
+from tests.helpers import build, first_batch
+
+
+def make(tiny_config, **overrides):
+    return build("DiffuReasonSASRec", tiny_config, **overrides)
+
+
+# ---------------------------------------------------------------- preset: paper
+def test_paper_preset_covers_every_reasoning_key_of_the_yaml_with_todays_values(data_root, workdir):
+    yaml_values = read_yaml(properties_dir() / "model" / "DiffuReasonSASRec.yaml")
+    backbone = {"n_layers", "n_heads", "hidden_size", "inner_size", "hidden_dropout_prob", "attn_dropout_prob",
+                "hidden_act", "layer_norm_eps", "initializer_range", "loss_type"}
+    not_method = {"preset", "ablation", "diagnose", "diagnose_every", "reward_rank_method", "reward_candidates",
+                  "stage1_epochs"}  # selectors, logging and exact speed-ups that change no number
+    assert set(PAPER) == set(yaml_values) - backbone - not_method
+    config = DRConfig("DiffuReasonSASRec", "tiny", config_dict={"data_path": str(data_root), "preset": "paper"},
+                      cmd_args=[])
+    for key, value in PAPER.items():
+        assert config[key] == value, key
+    # The defaults are still the paper's configuration; the preset pins it for when they change.
+    assert {k: yaml_values[k] for k in PAPER} == PAPER
+
+
+def test_keys_given_explicitly_win_over_the_preset_but_not_over_an_ablation(data_root, workdir):
+    base = {"data_path": str(data_root), "preset": "paper"}
+    config = DRConfig("DiffuReasonSASRec", "tiny", config_dict={**base, "alpha": 0.25}, cmd_args=[])
+    assert config["alpha"] == 0.25 and config["beta"] == PAPER["beta"]
+    config = DRConfig("DiffuReasonSASRec", "tiny", config_dict={**base, "ablation": "wo_rl"}, cmd_args=[])
+    assert config["beta"] == ABLATIONS["wo_rl"]["beta"] == 0.0  # the ablation row is applied after the preset
+
+
+def test_unknown_preset_is_rejected(data_root, workdir):
+    from recbole_diffureason.keys import ConfigError
+
+    with pytest.raises(ConfigError, match="'preset' is 'papers', but must be one of 'paper'"):
+        DRConfig("DiffuReasonSASRec", "tiny", config_dict={"data_path": str(data_root), "preset": "papers"},
+                 cmd_args=[])
+
+
+# ---------------------------------------------------------------- anchor residual
+def test_zero_initialised_anchor_residual_scores_exactly_as_sasrec_before_training(tiny_config):
+    config, model, train_data, _, test_data = make(tiny_config, denoiser_output="anchor_residual",
+                                                   denoiser_zero_init=True)
+    sasrec_config = DRConfig("SASRec", "tiny", config_dict=tiny_config, cmd_args=[])
+    sasrec = build_model(sasrec_config, train_data)  # same seed: the backbone is built first, so same weights
+    assert torch.equal(sasrec.item_embedding.weight, model.backbone.sasrec.item_embedding.weight)
+    model.eval()
+    sasrec.eval()
+    batch = first_batch(test_data)
+    with torch.no_grad():
+        assert torch.equal(model.full_sort_predict(batch), sasrec.full_sort_predict(batch))
+
+
+def test_anchor_residual_learns_a_correction_and_needs_its_anchor(tiny_config):
+    _, model, train_data, _, _ = make(tiny_config, denoiser_output="anchor_residual", denoiser_zero_init=True)
+    sum(model.calculate_loss(first_batch(train_data))).backward()
+    last = model.refiner.body[-1].weight
+    assert last.grad[: model.hidden_size].abs().sum() > 0  # the zero half is trained
+    with pytest.raises(ValueError, match="needs the anchor"):
+        model.refiner(torch.zeros(2, model.hidden_size), torch.zeros(2, model.hidden_size), sample_intermediate=False)
+
+
+# ---------------------------------------------------------------- relative warm-start noise
+@pytest.mark.parametrize("scale", [1.0, 0.3])
+def test_relative_warm_start_noise_has_the_thoughts_norm(tiny_config, scale):
+    _, model, train_data, _, _ = make(tiny_config, init_noise_relative=True, init_noise_scale=scale,
+                                      hidden_size=64, inner_size=64)
+    thought = torch.randn(4000, 64) * 7.0
+    noise = model.warm_start_noise(torch.randn(4000, 64) * scale, thought)
+    ratio = (noise.norm(dim=-1) / thought.norm(dim=-1)).mean()
+    assert ratio == pytest.approx(scale, rel=0.05)
+    _, paper, _, _, _ = make(tiny_config)
+    unit = torch.randn(3, 16)
+    assert torch.equal(paper.warm_start_noise(unit, thought[:3, :16]), unit)  # the paper adds unit noise
+
+
+# ---------------------------------------------------------------- per-module learning rate
+def test_reasoning_modules_get_their_own_learning_rate(tiny_config):
+    config, model, *_ = make(tiny_config, reasoning_learning_rate=0.01, learning_rate=0.001)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    backbone, reasoning = trainer.optimizer.param_groups
+    assert backbone["lr"] == 0.001 and reasoning["lr"] == 0.01
+    assert {id(p) for p in reasoning["params"]} == {id(p) for p in model.reasoning_parameters()}
+    assert len(backbone["params"]) + len(reasoning["params"]) == len(list(model.parameters()))
+    config, model, *_ = make(tiny_config)
+    assert len(get_trainer(config["MODEL_TYPE"], config["model"])(config, model).optimizer.param_groups) == 1
+
+
+# ---------------------------------------------------------------- diagnosis
+def test_diagnosis_logs_the_fit_and_gradients_without_changing_the_losses(tiny_config):
+    _, plain, train_data, _, _ = make(tiny_config)
+    batch = first_batch(train_data)
+    torch.manual_seed(5)
+    expected = plain.calculate_loss(batch)
+    _, diagnosed, _, _, _ = make(tiny_config, diagnose=True, diagnose_every=1)
+    torch.manual_seed(5)
+    losses = diagnosed.calculate_loss(batch)
+    assert all(torch.equal(a, b) for a, b in zip(expected, losses))
+    stats = diagnosed.pop_diagnostics()
+    for key in ("ce_h_last", "norm_h_last", "norm_tau_R", "norm_c", "norm_target", "noise_to_thought",
+                "grad_backbone_rec", "grad_backbone_diff", "inv_sigma", "cos_mu_h_last"):
+        assert key in stats and stats[key] == stats[key], key  # present and not NaN
+    assert stats["noise_to_thought"] > 0 and stats["grad_backbone_rec"] > 0
+    assert all(p.grad is None for p in diagnosed.parameters())  # diagnosis never accumulates gradients
