@@ -82,3 +82,16 @@ def test_bad_input_gets_one_clear_message(data, tmp_path):
     with pytest.raises(TokenizeError, match="--levels must be a positive integer"):
         tokenize("shop", data, sids=short, levels=0)
     assert not (data / "shop" / "shop.item").exists()  # nothing was written by a refused call
+
+
+def test_the_command_prints_the_report_and_refuses_bad_input_with_exit_code_2(data, tmp_path, capsys):
+    from recbole_diffureason.sid.tokenize import tokenize_main
+
+    assert tokenize_main(["--dataset=shop", f"--data_path={data}", f"--sids={reference_file(tmp_path / 'r.tsv')}"]) == 0
+    out = capsys.readouterr().out
+    assert "collision rate: 2.50% before, 0.00% after" in out and '"kind": "reference"' in out
+    before = (data / "shop" / "shop.item").read_text()
+    assert tokenize_main(["--dataset=shop", f"--data_path={data}", f"--text={tmp_path / 'none.tsv'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert tokenize_main(["--dataset=shop", f"--data_path={data}", "--sids=x", "--hidden_dims=a,b"]) == 2
+    assert (data / "shop" / "shop.item").read_text() == before  # a refused call overwrote nothing

