@@ -69,12 +69,38 @@ def missing_source_message(name: str, inter: Path, source: Dict[str, Any], root:
 
 
 def ensure_dataset(protocol: Dict[str, Any], data_root: Path, root: Optional[Path] = None) -> None:
-    """Convert the protocol's dataset into ``data_root`` unless it is there already. ``root`` is the source folder
-    the protocol's ``source.input`` is relative to (default: $RECBOLE_DR_SOURCE_ROOT)."""
+    """Convert the protocol's dataset into ``data_root`` unless it is there already, and write its Semantic IDs
+    when the protocol names a ``sids`` source. ``root`` is the source folder the protocol's inputs are relative
+    to (default: $RECBOLE_DR_SOURCE_ROOT)."""
     name = protocol["dataset"]
     inter = data_root / name / f"{name}.inter"
-    if name == "ml-100k" or inter.is_file():
-        return
+    if name != "ml-100k" and not inter.is_file():
+        convert_source(protocol, data_root, root)
+    if protocol.get("sids") and not (data_root / name / f"{name}.item").is_file():
+        tokenize_source(protocol, data_root, root)
+
+
+def tokenize_source(protocol: Dict[str, Any], data_root: Path, root: Optional[Path]) -> None:
+    """``sids: {input: <item_id, sid TSV>}`` (published SIDs) or ``sids: {text: <item text TSV>, ...}`` (RQ-VAE
+    over MiniLM embeddings; other entries are ``tokenize``'s keyword arguments)."""
+    from recbole_diffureason.sid.tokenize import tokenize
+
+    options = dict(protocol["sids"])
+    root = source_root(root)
+    for key in ("input", "text"):
+        if key in options:
+            path = (root or Path(".")) / options.pop(key)
+            if not path.is_file():
+                raise SystemExit(f"The SID source {path} of protocol {protocol['name']} is missing: pass --source-root "
+                                 f"DIR or set {SOURCE_ROOT_ENV}=DIR.")
+            options["sids" if key == "input" else "text"] = path
+    meta = tokenize(protocol["dataset"], data_root, **options)
+    print(f"tokenized {protocol['dataset']}: {meta['source']}; " + "; ".join(meta["report"]["lines"]), flush=True)
+
+
+def convert_source(protocol: Dict[str, Any], data_root: Path, root: Optional[Path] = None) -> None:
+    name = protocol["dataset"]
+    inter = data_root / name / f"{name}.inter"
     source = protocol.get("source")
     if not source:
         raise SystemExit(f"Dataset {name} is missing under {data_root} and the protocol names no source.")

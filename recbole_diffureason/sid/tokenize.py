@@ -85,6 +85,7 @@ def tokenize(
     seed: int = 2020,
     encoder: Optional[Encoder] = None,
     device: Optional[str] = None,
+    missing_text: str = "error",
 ) -> Dict[str, Any]:
     """Write the SIDs of ``dataset`` and return the metadata written beside them (``source``, ``report``, ...)."""
     given = [name for name, value in (("--text", text), ("--embeddings", embeddings), ("--sids", sids)) if value]
@@ -102,8 +103,11 @@ def tokenize(
         meta = _from_reference(Path(sids), items, codebook_size)
     else:
         if text:
-            vectors = embed_items(read_item_text(Path(text)), items, encoder or minilm_encoder(device=device))
-            source = {"kind": "rqvae", "input": f"item text ({Path(text).name})", "text_model": TEXT_MODEL}
+            texts = read_item_text(Path(text))
+            without = sum(1 for i in items if not texts.get(i))
+            vectors = embed_items(texts, items, encoder or minilm_encoder(device=device), missing_text)
+            source = {"kind": "rqvae", "input": f"item text ({Path(text).name})", "text_model": TEXT_MODEL,
+                      "items_without_text": without}
         else:
             vectors = load_embeddings(Path(embeddings), items, embedding_items)
             source = {"kind": "rqvae", "input": f"embeddings ({Path(embeddings).name})"}
@@ -161,6 +165,8 @@ def tokenize_parser():
     source.add_argument("--embeddings", default=None, help=".pt file: dict item token -> vector, or a [n, d] tensor")
     source.add_argument("--embedding_items", default=None, help="with a tensor: item tokens, one per line")
     source.add_argument("--sids", default=None, help="TSV item_id<TAB>sid (space-separated codes), used as given")
+    source.add_argument("--missing_text", choices=("error", "empty"), default="error",
+                        help="items without text: error (default), or embed an empty text")
     rq = parser.add_argument_group("RQ-VAE (docs/design.md 4.2)")
     rq.add_argument("--levels", type=int, default=4)
     rq.add_argument("--codebook_size", type=int, default=256)
@@ -194,7 +200,7 @@ def tokenize_main(argv: Sequence[str]) -> int:
                         sids=args.sids and Path(args.sids), levels=args.levels, codebook_size=args.codebook_size,
                         hidden_dims=dims, latent_dim=args.latent_dim, epochs=args.epochs,
                         batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
-                        device=args.device)
+                        device=args.device, missing_text=args.missing_text)
     except (TokenizeError, TextEmbeddingError, SIDTableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
