@@ -86,3 +86,11 @@ def test_training_gives_unique_sids_and_reports_what_it_did():
                         batch_size=64, kmeans_iterations=20, seed=3)[1]
     assert torch.equal(again, codes)  # seeded end to end
     assert any("collision rate" in line for line in report.lines())
+
+
+def test_unit_norm_sentence_like_embeddings_do_not_collapse_onto_one_code():
+    # Like MiniLM's outputs: unit vectors with a tiny spread per dimension.
+    items = torch.nn.functional.normalize(torch.randn(400, 64, generator=torch.Generator().manual_seed(4)), dim=1)
+    _, codes, report = train_rqvae(items, hidden_dims=(32,), latent_dim=8, levels=2, codebook_size=16,
+                                   epochs=30, batch_size=64, kmeans_iterations=20, seed=1)
+    assert min(report.codebook_usage) > 0.5  # without standardisation every item took one code per level

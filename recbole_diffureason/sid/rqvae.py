@@ -244,13 +244,20 @@ def train_rqvae(
     kmeans_iterations: int = 100,
     seed: int = 2020,
     device: Optional[torch.device] = None,
+    standardize: bool = True,
 ) -> Tuple[RQVAE, torch.Tensor, TokenizerReport]:
     """Train an RQ-VAE on the content embeddings ``items [N, d]`` and return it, the unique SIDs ``[N, M]`` (``M + 1``
     codes where the greedy resolution could not keep M) and a report (reconstruction and quantization losses,
-    codebook usage per level, collision rate before and after)."""
+    codebook usage per level, collision rate before and after). ``standardize`` z-scores every input dimension
+    over the items first (the reconstruction loss is then on that scale)."""
     device = device or torch.device("cpu")
     generator = torch.Generator().manual_seed(seed)
     data = items.float().to(device)
+    if standardize:
+        # Sentence embeddings are unit vectors with tiny per-dimension spread: the reconstruction error of a
+        # constant output is then ~1/d, below the quantisation loss, and training collapses every item onto one
+        # code per level. Per-dimension standardisation puts the reconstruction on a unit scale ([R] 4.2).
+        data = (data - data.mean(dim=0)) / data.std(dim=0).clamp(min=1e-8)
     with torch.random.fork_rng(devices=[]):  # a seeded model without touching the caller's RNG
         torch.manual_seed(seed)
         model = RQVAE(data.size(1), hidden_dims, latent_dim, levels, codebook_size, beta).to(device)

@@ -86,6 +86,7 @@ def tokenize(
     encoder: Optional[Encoder] = None,
     device: Optional[str] = None,
     missing_text: str = "error",
+    standardize: bool = True,
 ) -> Dict[str, Any]:
     """Write the SIDs of ``dataset`` and return the metadata written beside them (``source``, ``report``, ...)."""
     given = [name for name, value in (("--text", text), ("--embeddings", embeddings), ("--sids", sids)) if value]
@@ -114,7 +115,7 @@ def tokenize(
         _, codes, report = train_rqvae(
             vectors, hidden_dims=hidden_dims, latent_dim=latent_dim, levels=levels, codebook_size=codebook_size,
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-            device=torch.device(device) if device else None)
+            device=torch.device(device) if device else None, standardize=standardize)
         table = {item: tuple(row) for item, row in zip(items, codes.tolist())}
         meta = {"source": source, "table": table, "report": {
             "reconstruction_loss": report.reconstruction_loss, "quantization_loss": report.quantization_loss,
@@ -122,7 +123,7 @@ def tokenize(
             "collision_rate_after": report.collision_rate_after, "lines": report.lines()},
             "settings": {"levels": levels, "codebook_size": codebook_size, "hidden_dims": list(hidden_dims),
                          "latent_dim": latent_dim, "epochs": epochs, "batch_size": batch_size,
-                         "learning_rate": learning_rate, "seed": seed}}
+                         "learning_rate": learning_rate, "seed": seed, "standardize": standardize}}
     table = meta.pop("table")
     meta.update(dataset=dataset, items=len(items), levels=len(next(iter(table.values()))),
                 codebook_size=codebook_size if not sids else meta["codebook_size"], seconds=time.time() - start)
