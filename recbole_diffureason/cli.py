@@ -1,7 +1,11 @@
-"""Command line: ``run_recbole_dr.py --model=M --dataset=D [--config_files="a.yaml b.yaml"] [--key=value ...]``.
+"""Command line: ``run_recbole_dr.py [train] --model=M --dataset=D [--config_files="a.yaml b.yaml"] [--key=value ...]``.
 
-Sub-commands: ``convert`` (public dataset files -> RecBole atomic files), ``list`` (available models),
-``hyper`` (hyper-parameter search, also ``run_hyper_dr.py``) and ``recommend`` (serve a checkpoint).
+Sub-commands (``SUBCOMMANDS``, listed by ``--help``): ``train`` (the default), ``convert`` (public dataset files
+-> RecBole atomic files), ``list`` (available models), ``recommend`` (serve a checkpoint), ``hyper``
+(hyper-parameter search, also ``run_hyper_dr.py``), ``group`` (several models, one table, also
+``run_recbole_group_dr.py``), ``analyze`` (training curves and the paper's analyses of a checkpoint) and
+``tokenize`` (Semantic IDs for a converted dataset).
+Bad input gets one ``error: ...`` line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -14,11 +18,39 @@ from typing import List, Optional, Sequence
 from recbole_diffureason.keys import ConfigError
 
 
+SUBCOMMANDS = {
+    "train": "train and evaluate one model (the default: run_recbole_dr.py --model=M --dataset=D)",
+    "convert": "public dataset files (text, LC-Rec JSON) -> RecBole atomic files",
+    "list": "every model --model accepts",
+    "recommend": "top-k items for a user or a raw history from a checkpoint",
+    "hyper": "hyper-parameter search, hyperopt or Ray Tune (also run_hyper_dr.py)",
+    "group": "several models on one dataset, one protocol, one markdown and LaTeX table "
+             "(also run_recbole_group_dr.py)",
+    "analyze": "training curves, thinking steps and user/item groups of a checkpoint, as JSON and PNG",
+    "tokenize": "Semantic IDs for a converted dataset (RQ-VAE over item text or embeddings, or published SIDs)",
+}
+
+
+def _subcommand_help() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = [f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items()]
+    return ("sub-commands (run_recbole_dr.py <sub-command> --help for each):\n" + "\n".join(lines))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one ``error: ...`` line (ConfigError, exit code 2 in ``main``)."""
+
+    def error(self, message: str):  # argparse's own error() prints the usage block and exits
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help).")
+
+
 def _train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_recbole_dr.py",
         description="Train and evaluate a sequential recommender (this plugin's or RecBole's) with RecBole. "
-        "Any other --key=value overrides a config key. Sub-commands: convert, list.",
+        "Any other --key=value overrides a config key.",
+        epilog=_subcommand_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", "-m", default=None, help="model name, e.g. DiffuReasonSASRec or SASRec")
     parser.add_argument("--dataset", "-d", default=None, help="dataset name, e.g. ml-100k or Amazon_Beauty")
@@ -53,6 +85,7 @@ def train_main(argv: Sequence[str]) -> int:
     if args.list_models:
         print_models()
         return 0
+    from recbole_diffureason.checkpoint import CheckpointError
     from recbole_diffureason.data.locate import DatasetNotFoundError
     from recbole_diffureason.quick_start import run
     from recbole_diffureason.registry import UnknownModelError
@@ -64,7 +97,8 @@ def train_main(argv: Sequence[str]) -> int:
         files = args.config_files.split() if args.config_files else None
         result = run(args.model, args.dataset, config_file_list=files, cmd_args=overrides, nproc=args.nproc,
                      world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
-    except (ConfigError, UnknownModelError, DatasetNotFoundError) as err:
+    except (ConfigError, UnknownModelError, DatasetNotFoundError, CheckpointError) as err:
+        # ConfigError covers DatasetFieldError (a missing time column); CheckpointError a resume that cannot be.
         print(f"error: {err}", file=sys.stderr)
         return 2
     if result is None:  # a machine without rank 0 in a multi-machine run
@@ -75,25 +109,48 @@ def train_main(argv: Sequence[str]) -> int:
 
 
 def _hyper_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="run_hyper_dr.py",
         description="Hyper-parameter search with RecBole's HyperTuning (hyperopt) or Ray Tune; trials are "
-        "ranked by their best validation score. Other --key=value arguments are fixed for every trial.",
+        "ranked by their best validation score. Takes RecBole's run_hyper.py flags; model and dataset may come "
+        "from --config_files. Other --key=value arguments are fixed for every trial.",
     )
-    parser.add_argument("--model", "-m", required=True)
-    parser.add_argument("--dataset", "-d", required=True)
+    parser.add_argument("--model", "-m", default=None, help="model name (default: 'model' in --config_files)")
+    parser.add_argument("--dataset", "-d", default=None, help="dataset name (default: 'dataset' in --config_files)")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files for every trial")
     parser.add_argument("--params_file", default=None, help="search space (default: properties/hyper/<model>.hyper)")
-    parser.add_argument("--tool", choices=("hyperopt", "ray"), default="hyperopt")
-    parser.add_argument("--algo", choices=("exhaustive", "random", "bayes"), default="exhaustive")
+    parser.add_argument("--tool", type=str.lower, choices=("hyperopt", "ray"), default="hyperopt",
+                        help="Hyperopt (RecBole's HyperTuning) or Ray (Ray Tune); any case")
+    parser.add_argument("--algo", type=str.lower, choices=("exhaustive", "random", "bayes"), default="exhaustive")
     parser.add_argument("--max_evals", type=int, default=100, help="trials for random/bayes (hyperopt)")
     parser.add_argument("--early_stop", type=int, default=None, help="stop after this many trials without gain")
     parser.add_argument("--num_samples", type=int, default=10, help="trials for random search (ray)")
     parser.add_argument("--max_concurrent", type=int, default=1, help="trials at once (ray)")
     parser.add_argument("--cpus_per_trial", type=float, default=1.0, help="CPU cores per trial (ray)")
+    parser.add_argument("--scheduler", type=str.lower, choices=("fifo", "asha"), default="fifo",
+                        help="ray: 'asha' stops weak trials after each validation; 'fifo' runs every trial out")
+    parser.add_argument("--grace_period", type=int, default=1, help="asha: validations before a trial can stop")
+    parser.add_argument("--reduction_factor", type=float, default=2.0,
+                        help="asha: the top 1/reduction_factor of each rung goes on")
     parser.add_argument("--output_file", default=None, help="result file (default: hyper/<model>-<dataset>.result)")
     parser.add_argument("--display_file", default=None, help="HTML plot of the search (hyperopt, needs plotly)")
     return parser
+
+
+def model_and_dataset(model: Optional[str], dataset: Optional[str], config_files: Optional[List[str]],
+                      example: str) -> tuple:
+    """``--model``/``--dataset``, else the last of ``config_files`` that sets them (as RecBole reads them)."""
+    from recbole_diffureason.config import read_yaml
+
+    for file in reversed(config_files or []):
+        values = read_yaml(file)
+        model = model or values.get("model")
+        dataset = dataset or values.get("dataset")
+    if not model or not dataset:
+        missing = " and ".join(n for n, v in (("model", model), ("dataset", dataset)) if not v)
+        raise ConfigError(f"No {missing} given: pass --model=<Name> --dataset=<name> or set them in a "
+                          f"--config_files YAML, e.g. {example}.")
+    return str(model), str(dataset)
 
 
 def hyper_main(argv: Sequence[str]) -> int:
@@ -101,23 +158,108 @@ def hyper_main(argv: Sequence[str]) -> int:
     from recbole_diffureason.config import parse_cmd_args, properties_dir
     from recbole_diffureason.registry import UnknownModelError
 
-    args, unknown = _hyper_parser().parse_known_args(argv)
     try:
-        fixed = {**_typed(parse_cmd_args(_split_overrides(unknown))), "model": args.model, "dataset": args.dataset}
-        params_file = args.params_file or str(properties_dir() / "hyper" / f"{args.model}.hyper")
-        output = args.output_file or f"hyper/{args.model}-{args.dataset}.result"
+        args, unknown = _hyper_parser().parse_known_args(argv)
         files = args.config_files.split() if args.config_files else None
+        model, dataset = model_and_dataset(args.model, args.dataset, files,
+                                           "run_hyper_dr.py --config_files=sasrec.yaml --params_file=my.hyper")
+        if args.tool == "hyperopt" and args.scheduler != "fifo":
+            raise ConfigError(f"--scheduler={args.scheduler} needs --tool=Ray (hyperopt runs every trial to the end).")
+        fixed = {**_typed(parse_cmd_args(_split_overrides(unknown))), "model": model, "dataset": dataset}
+        params_file = args.params_file or str(properties_dir() / "hyper" / f"{model}.hyper")
+        output = args.output_file or f"hyper/{model}-{dataset}.result"
         if args.tool == "hyperopt":
             result = hyper.run_hyperopt(params_file, fixed, files, args.algo, args.max_evals, args.early_stop,
                                         output, args.display_file)
         else:
             result = hyper.run_ray(params_file, fixed, files, args.algo, args.num_samples, args.max_concurrent,
-                                   args.cpus_per_trial, output)
+                                   args.cpus_per_trial, output, scheduler=args.scheduler,
+                                   grace_period=args.grace_period, reduction_factor=args.reduction_factor)
     except (ConfigError, UnknownModelError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps({"best_params": result["best_params"], "best_valid_score": result["best_valid_score"],
                       "output_file": output}, indent=2, default=str))
+    return 0
+
+
+def _group_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="run_recbole_group_dr.py",
+        description="Train and evaluate several models on one dataset with one protocol (the same config files "
+        "and --key=value overrides), then write one markdown and one LaTeX table (RecBole's run_recbole_group.py "
+        "flags).",
+    )
+    parser.add_argument("--model_list", "-m", required=True,
+                        help="comma-separated models, e.g. SASRec,DiffuReasonSASRec")
+    parser.add_argument("--dataset", "-d", default=None, help="dataset name (default: 'dataset' in --config_files)")
+    parser.add_argument("--config_files", default=None, help="space-separated YAML files for every model")
+    parser.add_argument("--output_dir", default=None, help="folder for results.md/.json and the .tex files "
+                        "(default: group/<dataset>/)")
+    parser.add_argument("--valid_latex", default=None, help="LaTeX table of the best validation results")
+    parser.add_argument("--test_latex", default=None, help="LaTeX table of the test results")
+    ddp = parser.add_argument_group("distributed training (as for a single run)")
+    ddp.add_argument("--nproc", type=int, default=1)
+    ddp.add_argument("--world_size", type=int, default=-1)
+    ddp.add_argument("--ip", default="localhost")
+    ddp.add_argument("--port", default="5678")
+    ddp.add_argument("--group_offset", type=int, default=0)
+    return parser
+
+
+def group_main(argv: Sequence[str]) -> int:
+    from recbole_diffureason.data.locate import DatasetNotFoundError
+    from recbole_diffureason.group import parse_model_list, run_group
+    from recbole_diffureason.registry import UnknownModelError
+
+    try:
+        args, unknown = _group_parser().parse_known_args(argv)
+        overrides = _split_overrides(unknown)
+        models = parse_model_list(args.model_list)
+        files = args.config_files.split() if args.config_files else None
+        dataset = args.dataset or model_and_dataset(models[0], None, files, "--dataset=ml-100k")[1]
+        summary = run_group(models, dataset, config_file_list=files, cmd_args=overrides, output_dir=args.output_dir,
+                            valid_latex=args.valid_latex, test_latex=args.test_latex, nproc=args.nproc,
+                            world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
+    except (ConfigError, UnknownModelError, DatasetNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _analyze_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="run_recbole_dr.py analyze",
+        description="Training curves (every loss term and the validation metric per epoch) and, for DiffuReason "
+        "models, the paper's analyses: test NDCG/Recall of each thinking step and of mu (Fig. 4), and by user "
+        "history length and target popularity groups (Fig. 5), against --baseline_file when given. Writes "
+        "analysis.json and, with matplotlib, training_curves.png, thinking_steps.png and groups.png.",
+    )
+    parser.add_argument("--model_file", required=True, help="checkpoint written by a run (saved/*.pth)")
+    parser.add_argument("--results_file", default=None,
+                        help="the run's results JSON (default: the one next to the checkpoint that names it)")
+    parser.add_argument("--baseline_file", default=None, help="a second checkpoint on the same data, e.g. SASRec")
+    parser.add_argument("--out", default=None, help="output folder (default: analysis/<checkpoint name>/)")
+    parser.add_argument("--k", type=int, default=10, help="cut-off of NDCG@k and Recall@k (default 10)")
+    parser.add_argument("--groups", type=int, default=4, help="quantile groups per analysis (default 4)")
+    parser.add_argument("--data_path", default=None, help="where the dataset lives now, if it moved")
+    return parser
+
+
+def analyze_main(argv: Sequence[str]) -> int:
+    from recbole_diffureason.analysis import analyze
+
+    try:
+        args = _analyze_parser().parse_args(argv)
+        report = analyze(args.model_file, args.results_file, args.baseline_file, args.out, args.k, args.groups,
+                         args.data_path)
+    except (ValueError, FileNotFoundError) as err:  # ConfigError, AnalysisError, an unloadable checkpoint
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for note in report["notes"]:  # e.g. no matplotlib: the JSON is written, the note says how to get the PNGs
+        print(f"note: {note}", file=sys.stderr)
+    print(json.dumps({"files": report["files"], "overall": report["overall"]}, indent=2))
     return 0
 
 
@@ -159,12 +301,22 @@ def recommend_main(argv: Sequence[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        return train_main(argv[1:])
+    if argv and argv[0] == "group":
+        return group_main(argv[1:])
+    if argv and argv[0] == "analyze":
+        return analyze_main(argv[1:])
     if argv and argv[0] == "convert":
         from recbole_diffureason.data.convert import main as convert_main
 
         return convert_main(argv[1:])
     if argv and argv[0] == "recommend":
         return recommend_main(argv[1:])
+    if argv and argv[0] == "tokenize":
+        from recbole_diffureason.sid.tokenize import tokenize_main
+
+        return tokenize_main(argv[1:])
     if argv and argv[0] == "hyper":
         return hyper_main(argv[1:])
     if argv and argv[0] == "list":

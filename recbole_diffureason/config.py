@@ -6,7 +6,8 @@ Layers, later wins (``dict.update`` as in RecBole):
 2. the backbone's YAML (RecBole's or ours) for models that wrap a backbone (``backbone_name``)
 3. our ``properties/overall.yaml``
 4. our ``properties/model/<Name>.yaml``
-5. RecBole ``dataset/sample.yaml`` and ``dataset/<dataset>.yaml``, then our ``dataset/<dataset>.yaml``
+5. RecBole ``dataset/sample.yaml`` and ``dataset/<dataset>.yaml``, then our ``dataset/<dataset>.yaml``, then
+   the data folder's ``<data_path>/<dataset>/<dataset>.yaml`` (``convert`` writes it: what the data needs)
 6. RecBole's quick-start YAML for the model type (``sequential.yaml``: leave-one-out, full ranking)
 7. config files < ``config_dict`` < command line (``--key=value``)
 """
@@ -31,7 +32,7 @@ from recbole.utils import (
 )
 
 from recbole_diffureason import compat, registry
-from recbole_diffureason.keys import ConfigError, collect_config_keys, validate
+from recbole_diffureason.keys import ConfigError, check_recbole_keys, collect_config_keys, validate
 from recbole_diffureason.model.abstract import is_reasoning_model
 
 _RECBOLE_PROPERTIES = Path(recbole.__file__).resolve().parent / "properties"
@@ -101,6 +102,8 @@ class DRConfig(Config):
         config_dict: overrides above the files.
         cmd_args: ``--key=value`` overrides above ``config_dict``. ``None`` reads ``sys.argv`` as RecBole
             does; pass a list (possibly empty) to ignore ``sys.argv`` (tests, Ray workers, pytest).
+        defer_warnings: keep the unknown-key warnings in ``warnings`` instead of logging them now; a run calls
+            ``emit_warnings()`` once RecBole's ``init_logger`` has opened the log file (it needs this config).
     """
 
     def __init__(
@@ -110,12 +113,16 @@ class DRConfig(Config):
         config_file_list: Optional[List[str]] = None,
         config_dict: Optional[dict] = None,
         cmd_args: Optional[Sequence[str]] = None,
+        defer_warnings: bool = False,
     ):
         self._cmd_args = cmd_args
+        self.warnings: List[str] = []
         self._applied_internal_files: List[str] = []
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
         self._validate_model_keys()
         self._warn_unknown_keys()
+        if not defer_warnings:
+            self.emit_warnings()
 
     # ------------------------------------------------------------------ external inputs
     def compatibility_settings(self):
@@ -159,13 +166,29 @@ class DRConfig(Config):
         dataset_layers = [f for f in recbole_files if "/properties/dataset/" in f]
         quick_start_layers = [f for f in recbole_files if "/properties/quick_start_config/" in f]
 
+        data_yaml = self._data_folder_yaml(dataset)
+        dataset_layers += [str(ours / "dataset" / f"{dataset}.yaml")] + ([str(data_yaml)] if data_yaml else [])
         layers = self._backbone_yamls(model_class) + [ours / "overall.yaml", ours / "model" / f"{model}.yaml"]
-        layers += dataset_layers + [ours / "dataset" / f"{dataset}.yaml"] + quick_start_layers
+        layers += dataset_layers + quick_start_layers
         for layer in layers:
             if os.path.isfile(layer):
+                if layer == str(data_yaml):
+                    read_yaml(layer, loader=self.yaml_loader)  # a broken file is named, not a yaml traceback
                 values = self._update_internal_config_dict(str(layer))
-                if Path(layer).parent.name == "dataset" and values:
+                if str(layer) in dataset_layers and values:
                     self.parameters["Dataset"] += [k for k in values if k not in self.parameters["Dataset"]]
+
+    def _data_folder_yaml(self, dataset: str) -> Optional[Path]:
+        """``<data_path>/<dataset>/<dataset>.yaml``, written by ``convert`` next to the atomic file.
+
+        RecBole reads no YAML from the data folder, so a converted dataset would get RecBole's defaults (no time
+        column loaded, random split) and crash or train on another protocol. ml-100k always comes from RecBole.
+        """
+        if dataset == "ml-100k":
+            return None
+        root = self.external_config_dict.get("data_path") or self.internal_config_dict.get("data_path")
+        path = Path(str(root or "dataset/")) / dataset / f"{dataset}.yaml"
+        return path if path.is_file() else None
 
     @staticmethod
     def _backbone_yamls(model_class) -> List[Path]:
@@ -177,6 +200,9 @@ class DRConfig(Config):
     # ------------------------------------------------------------------ defaults and checks
     def _set_default_parameters(self):
         fc = self.final_config_dict
+        # RecBole's own keys, for every model: RecBole would fail on these later, with tracebacks (some only
+        # after the data has loaded or the first epoch has trained).
+        check_recbole_keys(fc, f"model {self.model}")
         # RecBole's overall.yaml samples a negative per positive, which a CE-trained sequential model refuses;
         # RecBole-GNN ships a YAML for this. An explicit user setting still reaches RecBole's own check.
         if (
@@ -199,12 +225,18 @@ class DRConfig(Config):
         for group in (general_arguments, training_arguments, evaluation_arguments, dataset_arguments):
             known |= set(group)
         unknown = [k for k in self.external_config_dict if k not in known]
-        logger = getLogger()
         for key in unknown:
             close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            logger.warning(f"Config key '{key}' is not used by RecBole or by model {self.model}.{hint}")
+            self.warnings.append(f"Config key '{key}' is not used by RecBole or by model {self.model}.{hint}")
         self.unknown_keys = unknown
+
+    def emit_warnings(self) -> None:
+        """Log the kept warnings once (to the log file too when RecBole's logger is set up)."""
+        logger = getLogger()
+        for message in self.warnings:
+            logger.warning(message)
+        self.warnings = []
 
     def _init_device(self):
         """RecBole's device set-up, plus distributed training on CPU with gloo.
@@ -267,6 +299,7 @@ class DRConfig(Config):
         config.model_class = registry.get_model(config.model)
         config.internal_config_dict, config.external_config_dict = {}, {}
         config.unknown_keys = []
+        config.warnings = []
         device = config.final_config_dict.get("device", "cpu")
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             device = "cpu"

@@ -107,11 +107,20 @@ def to_ray_space(params: Sequence[SearchParam], grid: bool) -> Dict[str, Any]:
     return space
 
 
-def absolute_paths(fixed: Dict[str, Any]) -> Dict[str, Any]:
-    """Trials may run in other working directories (Ray); make the data and output folders absolute."""
+def absolute_paths(fixed: Dict[str, Any], config_files: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Trials may run in other working directories (Ray); make the data and output folders absolute.
+
+    A folder set in a config file (and not in ``fixed``) is taken from there: ``fixed`` becomes each trial's
+    ``config_dict``, which beats the config files, so a default here would silently replace the file's value.
+    """
+    from recbole_diffureason.config import read_yaml
+
+    from_files: Dict[str, Any] = {}
+    for file in config_files or []:
+        from_files.update(read_yaml(file))
     out = dict(fixed)
     for key, default in (("data_path", "dataset/"), ("checkpoint_dir", "saved/")):
-        out[key] = str(Path(out.get(key) or default).resolve())
+        out[key] = str(Path(out.get(key) or from_files.get(key) or default).resolve())
     return out
 
 
@@ -132,7 +141,7 @@ def run_hyperopt(
         raise ConfigError(f"Unknown search algorithm {algo!r}; use one of {', '.join(ALGORITHMS)}.")
     params = read_params_file(params_file)
     check_fixed_config(fixed, config_files)
-    objective = partial(objective_function, fixed=absolute_paths(fixed))
+    objective = partial(objective_function, fixed=absolute_paths(fixed, config_files))
     tuner = HyperTuning(
         objective,
         params_dict=to_recbole_params_dict(params),
@@ -150,14 +159,64 @@ def run_hyperopt(
     return {"best_params": tuner.best_params, "best_valid_score": tuner.best_score, "trials": tuner.params2result}
 
 
+SCHEDULERS = ("fifo", "asha")
+
+
 def _ray_trial(params: Dict[str, Any], fixed: Dict[str, Any], config_files: Optional[List[str]]) -> None:
+    """One Ray trial: reports after every validation, so a scheduler (ASHA) can stop a weak trial early.
+
+    Ray only ever sees validation metrics: ``valid_score`` is the best validation score so far (what the
+    trial would deliver if stopped now, and what trials are ranked by) and ``valid_<metric>`` the metrics of
+    that best epoch. The test split is scored by ``run_single`` into ``recbole_result.json`` in the trial's
+    folder, which only the driver reads, after the search.
+    """
     from ray.air import session
 
-    result = run_single(config_file_list=config_files, config_dict={**fixed, **params}, saved=True, cmd_args=[])
-    # Ray sees the validation metrics only, so its best trial is chosen on validation data.
-    session.report({"valid_score": float(result["best_valid_score"]),
-                    **{f"valid_{k}": float(v) for k, v in (result["best_valid_result"] or {}).items()},
-                    "results_file": result.get("results_file", "")})
+    from recbole_diffureason.trainer import epoch_listener
+
+    state: Dict[str, Any] = {"best": None, "best_result": {}, "reports": 0}
+
+    def report(info: Dict[str, Any]) -> None:
+        if state["best"] is None or info["best_valid_score"] != state["best"]:
+            state["best"], state["best_result"] = info["best_valid_score"], info["valid_result"]
+        state["reports"] += 1
+        # Ray ends a trial its scheduler stops inside this call (SystemExit in the trial's thread).
+        session.report({"valid_score": info["best_valid_score"], "epoch_valid_score": info["valid_score"],
+                        "epoch": info["epoch"], "stage": info["stage"],
+                        **{f"valid_{k}": v for k, v in state["best_result"].items()}})
+
+    results_file = str(Path(session.get_trial_dir()) / TRIAL_RESULTS)
+    with epoch_listener(report):
+        result = run_single(config_file_list=config_files,
+                            config_dict={**fixed, **params, "results_file": results_file}, saved=True, cmd_args=[])
+    if state["reports"] == 0:  # no validation ran (eval_step > epochs): one report at the end
+        session.report({"valid_score": float(result["best_valid_score"]),
+                        **{f"valid_{k}": float(v) for k, v in (result["best_valid_result"] or {}).items()}})
+
+
+TRIAL_RESULTS = "recbole_result.json"
+
+
+# ASHA stops a trial that reaches max_t; no trial of ours gets that far, so every trial that survives the rungs
+# ends its own way (early stopping, last epoch of its last stage) and scores its test split. Models with
+# several stages validate more often than `epochs`, so max_t cannot be taken from the config.
+_ASHA_MAX_T = 10 ** 6
+
+
+def make_scheduler(name: Optional[str], grace_period: int = 1, reduction_factor: float = 2):
+    """``None`` (Ray's FIFO: every trial runs to the end) or an ASHA scheduler over validations."""
+    if name in (None, "fifo"):
+        return None
+    if name != "asha":
+        raise ConfigError(f"Unknown scheduler {name!r}; use one of {', '.join(SCHEDULERS)}.")
+    if grace_period < 1 or reduction_factor <= 1:
+        raise ConfigError(f"ASHA needs --grace_period >= 1 and --reduction_factor > 1; got "
+                          f"grace_period={grace_period}, reduction_factor={reduction_factor}.")
+    from ray.tune.schedulers import ASHAScheduler
+
+    # One time unit = one validation (training_iteration counts reports); metric and mode come from tune.run.
+    return ASHAScheduler(time_attr="training_iteration", max_t=_ASHA_MAX_T, grace_period=grace_period,
+                         reduction_factor=reduction_factor)
 
 
 def run_ray(
@@ -171,8 +230,16 @@ def run_ray(
     output_file: Optional[str] = None,
     local_dir: str = "ray_results",
     ray_init: Optional[Dict[str, Any]] = None,
+    scheduler: Optional[str] = None,
+    grace_period: int = 1,
+    reduction_factor: float = 2,
 ) -> Dict[str, Any]:
-    """Search with Ray Tune on CPU resources; ``exhaustive`` runs the full grid of choice parameters."""
+    """Search with Ray Tune on CPU resources; ``exhaustive`` runs the full grid of choice parameters.
+
+    ``scheduler="asha"`` stops trials whose best validation score so far is in the bottom of their rung
+    (``grace_period`` validations before the first cut, the top ``1/reduction_factor`` go on). Stopped trials
+    appear in the result with ``stopped_early`` and no test result.
+    """
     import json
 
     import ray
@@ -181,35 +248,54 @@ def run_ray(
     if algo not in ("exhaustive", "random"):
         raise ConfigError("Ray search supports algo 'exhaustive' (grid) or 'random'.")
     params = read_params_file(params_file)
-    fixed = absolute_paths(fixed)
     files = [str(Path(f).resolve()) for f in config_files] if config_files else None
+    fixed = absolute_paths(fixed, files)
+    shared = check_fixed_config(fixed, files)
+    mode = "max" if shared["valid_metric_bigger"] else "min"
+    trial_scheduler = make_scheduler(scheduler, grace_period, reduction_factor)
+    space = to_ray_space(params, grid=algo == "exhaustive")
     if not ray.is_initialized():
         ray.init(**{"include_dashboard": False, "log_to_driver": False, **(ray_init or {})})
     analysis = tune.run(
         tune.with_parameters(_ray_trial, fixed=fixed, config_files=files),
-        config=to_ray_space(params, grid=algo == "exhaustive"),
+        config=space,
         num_samples=1 if algo == "exhaustive" else num_samples,
         max_concurrent_trials=max_concurrent,
         resources_per_trial={"cpu": cpus_per_trial},
         metric="valid_score",
-        mode="max" if check_fixed_config(fixed, files)["valid_metric_bigger"] else "min",
+        mode=mode,
+        scheduler=trial_scheduler,
         local_dir=str(Path(local_dir).resolve()),
         chdir_to_trial_dir=False,
         verbose=1,
+        raise_on_failed_trial=False,  # a failed trial (e.g. a sampled value a model refuses) is reported below
     )
     trials = []
     for trial in analysis.trials:
         last = trial.last_result or {}
-        test = None
-        if last.get("results_file") and Path(last["results_file"]).is_file():
-            test = json.loads(Path(last["results_file"]).read_text(encoding="utf-8")).get("test_result")
+        saved = Path(trial.logdir) / TRIAL_RESULTS if trial.logdir else None
+        finished = saved is not None and saved.is_file()
+        test = json.loads(saved.read_text(encoding="utf-8")).get("test_result") if finished else None
         valid = {k[len("valid_"):]: v for k, v in last.items() if k.startswith("valid_") and k != "valid_score"}
-        trials.append({"params": trial.config, "valid_score": last.get("valid_score"), "valid": valid, "test": test})
+        trials.append({"params": trial.config, "valid_score": last.get("valid_score"), "valid": valid, "test": test,
+                       "validations": last.get("training_iteration", 0), "status": trial.status,
+                       "stopped_early": trial.status == "TERMINATED" and not finished,
+                       "error": _first_error_line(trial) if trial.status == "ERROR" else None})
     if output_file:
         _write_result_file(output_file, trials)
     best = analysis.best_trial
     return {"best_params": best.config if best else None,
             "best_valid_score": best.last_result.get("valid_score") if best else None, "trials": trials}
+
+
+def _first_error_line(trial) -> str:
+    """The last line of a failed trial's error file (the exception and its message), for the result file."""
+    path = Path(trial.logdir or ".") / "error.txt"
+    if path.is_file():
+        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    return "the trial failed (see Ray's output)"
 
 
 def check_fixed_config(fixed: Dict[str, Any], config_files: Optional[List[str]]):
@@ -220,10 +306,14 @@ def check_fixed_config(fixed: Dict[str, Any], config_files: Optional[List[str]])
 
 
 def _write_result_file(path: str, trials: List[Dict[str, Any]]) -> None:
-    """The same layout as RecBole's ``HyperTuning.export_result``."""
+    """The same layout as RecBole's ``HyperTuning.export_result``, plus a line for trials a scheduler stopped."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for t in trials:
             f.write(", ".join(f"{k}:{v}" for k, v in t["params"].items()) + "\n")
+            if t.get("error"):
+                f.write(f"Failed: {t['error']}\n")
+            if t.get("stopped_early"):
+                f.write(f"Stopped early by the scheduler after {t['validations']} validation(s)\n")
             f.write("Valid result:\n" + dict2str(t["valid"]) + "\n")
             f.write("Test result:\n" + (dict2str(t["test"]) if t["test"] else "-") + "\n\n")

@@ -198,7 +198,8 @@ class ListOf(Key):
     allow_single: bool = False
 
     def describe(self) -> str:
-        text = f"a list of at least {self.min_length} entries, each {self.item.describe()}"
+        size = "a non-empty list" if self.min_length == 1 else f"a list of at least {self.min_length} entries"
+        text = f"{size}, each {self.item.describe()}"
         return text + (" (or one such entry)" if self.allow_single else "")
 
     def accepts(self, value: Any) -> bool:
@@ -307,7 +308,8 @@ def check_recbole_keys(config: Mapping[str, Any], where: str) -> None:
     name, _, k = config["valid_metric"].lower().partition("@")
     if name not in metrics:
         problems.append(f"'valid_metric' is {config['valid_metric']!r}, but '{name}' is not in 'metrics' "
-                        f"{list(config['metrics'])}: it would only fail after the first epoch")
+                        f"{metrics}: choose one of those or add it to 'metrics' (RecBole would fail only after "
+                        "the first epoch)")
     elif name in UNRANKED_METRICS and k:
         problems.append(f"'valid_metric' is {config['valid_metric']!r}, but {name} has no cutoff: write '{name}'")
     elif name not in UNRANKED_METRICS and (not k.isdigit() or int(k) not in topk):

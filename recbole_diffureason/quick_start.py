@@ -1,7 +1,7 @@
 """One function trains and evaluates any model; the CLI, hyper-parameter objectives and DDP ranks call it.
 
-It is RecBole's ``run_recbole`` with this plugin's config, registry and trainer, minus ``get_flops`` (it
-deep-copies the model and is slow for reasoning models), plus a results file and per-epoch timings.
+It is RecBole's ``run_recbole`` with this plugin's config, registry and trainer (its FLOPs line guarded and
+RNG-neutral, see ``runlog.py``), plus a results file and per-epoch timings.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_local_time, init_logger, init_seed, set_color
 
-from recbole_diffureason import checkpoint
+from recbole_diffureason import checkpoint, runlog
 from recbole_diffureason.config import DRConfig
-from recbole_diffureason.data.locate import check_dataset
+from recbole_diffureason.data.locate import check_dataset, empty_after_filtering
 from recbole_diffureason.registry import get_model, get_trainer
 
 
@@ -30,15 +30,21 @@ def build_config(
     config_file_list: Optional[List[str]] = None,
     config_dict: Optional[dict] = None,
     cmd_args: Optional[Sequence[str]] = None,
+    defer_warnings: bool = False,
 ) -> DRConfig:
     return DRConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
-                    cmd_args=cmd_args)
+                    cmd_args=cmd_args, defer_warnings=defer_warnings)
 
 
 def prepare_data(config: DRConfig):
     """RecBole's dataset and dataloaders, after checking that the dataset exists."""
     check_dataset(config)
-    dataset = create_dataset(config)
+    try:
+        dataset = create_dataset(config)
+    except ValueError as err:
+        if "Some feat is empty" not in str(err):  # RecBole's words when filtering removed every interaction
+            raise
+        raise empty_after_filtering(config) from None
     train_data, valid_data, test_data = data_preparation(config, dataset)
     return dataset, train_data, valid_data, test_data
 
@@ -108,9 +114,11 @@ def run_single(
     the test split (model-selection sweeps); ``test_result`` is then ``None``. Under DDP every rank calls
     this; rank 0 writes the files and puts the result on ``queue``.
     """
-    config = build_config(model, dataset, config_file_list, config_dict, cmd_args)
+    config = build_config(model, dataset, config_file_list, config_dict, cmd_args, defer_warnings=True)
+    check_dataset(config)  # a missing dataset or time column stops here, before the log file is written
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
+    config.emit_warnings()  # now that the log file exists, the unknown-key warnings land in it too
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
@@ -119,6 +127,7 @@ def run_single(
     logger.info(dataset_obj)
     model_obj = build_model(config, train_data)
     logger.info(model_obj)
+    runlog.log_flops(model_obj, dataset_obj, config, logger)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
 
     start = time()
@@ -130,6 +139,7 @@ def run_single(
     if evaluate_test:
         test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
+    runlog.log_environment(config, logger)
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
     result = {
@@ -199,7 +209,8 @@ def load_data_and_model(model_file: str, config_dict: Optional[dict] = None) -> 
     """Rebuild ``(config, model, dataset, train_data, valid_data, test_data)`` from one of our checkpoints.
 
     The file is read with ``weights_only=True`` and mapped to CPU first; ``config_dict`` may override
-    runtime keys such as ``data_path`` (when the data moved), ``device`` or ``eval_batch_size``.
+    runtime keys such as ``data_path`` (when the data moved), ``device`` or ``eval_batch_size``. A broken or
+    foreign file, or data other than the checkpoint was trained on, raises ``checkpoint.CheckpointError``.
     """
     state = checkpoint.load(model_file, map_location="cpu")
     values = dict(state["config_dict"])
@@ -211,7 +222,10 @@ def load_data_and_model(model_file: str, config_dict: Optional[dict] = None) -> 
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset, train_data, valid_data, test_data = prepare_data(config)
+    # Weights index items by RecBole's internal ids: on changed data they would silently score other items.
+    checkpoint.check_fingerprint(state, checkpoint.dataset_fingerprint(dataset), model_file)
     model = build_model(config, train_data)
+    checkpoint.check_weights_fit(state, model, model_file)
     model.load_state_dict(state["state_dict"])
     model.load_other_parameter(state.get("other_parameter"))
     model.to(config["device"])

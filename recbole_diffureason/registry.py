@@ -92,10 +92,11 @@ def get_model(name: str) -> type:
     try:
         return recbole_get_model(name)
     except (ValueError, AttributeError, ImportError):  # RecBole's last resort imports lightgbm/xgboost
-        raise UnknownModelError(_unknown_model_message(name)) from None
+        raise UnknownModelError(unknown_model_message(name)) from None
 
 
-def _unknown_model_message(name: str) -> str:
+def unknown_model_message(name: str) -> str:
+    """One line: the unknown name, close matches, and every model that exists."""
     everything = plugin_model_names() + list(recbole_model_names())
     close = difflib.get_close_matches(name, everything, n=3, cutoff=0.6)
     close += [n for n in everything if n.lower() == name.lower() and n not in close]

@@ -18,9 +18,10 @@ what RecBole gets wrong on a modern stack or what long benchmark runs need:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from time import time
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -138,6 +139,8 @@ class DRTrainerMixin:
             self.eval_collector = GatheringCollector(config)
         self.contract = contract_of(model, config["epochs"])
         self.history: List[Dict[str, Any]] = []
+        self.dataset_fingerprint: Optional[Dict[str, Any]] = None  # set at the start of fit
+        self._pending_data_check: Optional[tuple] = None  # a resume_checkpoint() file, checked once data is known
         self.stage_index = 0
         self._epoch_record: Dict[str, Any] = {}
         self._resumed_stage_finished = False
@@ -205,6 +208,8 @@ class DRTrainerMixin:
             "state_dict": self.model.state_dict(),
             "other_parameter": checkpoint.to_plain(self.model.other_parameter()),
             "optimizer": self.optimizer.state_dict(),
+            # Set at the start of fit (_try_resume): loading against other data is refused (checkpoint.py).
+            "dataset_fingerprint": self.dataset_fingerprint,
         }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
@@ -215,18 +220,27 @@ class DRTrainerMixin:
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {path}")
 
-    def _load_weights(self, path: str) -> Dict[str, Any]:
-        state = checkpoint.load(path, map_location=self.device)
+    def _load_weights(self, path: str, state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        state = state if state is not None else checkpoint.load(path, map_location=self.device)
+        if self.dataset_fingerprint is not None:  # known once fit has started
+            checkpoint.check_fingerprint(state, self.dataset_fingerprint, path)
+        checkpoint.check_weights_fit(state, self.model, path)
         self.model.load_state_dict(state["state_dict"])
         self.model.load_other_parameter(state.get("other_parameter"))
         return state
 
     def resume_checkpoint(self, resume_file):
         """RecBole's API: continue training from a checkpoint written by this trainer."""
+        state = checkpoint.load(resume_file, map_location=self.device, resume=False)
+        written_by = str(state.get("model_class", state["config_dict"]["model"]))
+        if written_by.lower() != self.config["model"].lower():
+            raise checkpoint.CheckpointError(
+                f"Checkpoint '{resume_file}' was written by model {written_by}, not {self.config['model']}: "
+                "resume it with that model, or pass a checkpoint of this one.")
         self.saved_model_file = str(resume_file)
-        state = self._load_weights(self.saved_model_file)
-        if state.get("model_class", self.config["model"]).lower() != self.config["model"].lower():
-            self.logger.warning("The checkpoint was written by another model; its weights may not fit.")
+        self._load_weights(self.saved_model_file, state)
+        # The data is known only in fit(): _try_resume compares the fingerprint before any training step.
+        self._pending_data_check = (str(resume_file), state)
         self.start_epoch = state["epoch"] + 1
         self.cur_step = state["cur_step"]
         self.best_valid_score = state["best_valid_score"]
@@ -264,10 +278,32 @@ class DRTrainerMixin:
         checkpoint.save(payload, last_checkpoint_path(self.saved_model_file))
 
     def _try_resume(self, train_data) -> bool:
-        path = last_checkpoint_path(self.saved_model_file)
-        if not (self.config["resume"] and Path(path).is_file()):
+        """Called first in ``fit``: fingerprint the data, then continue from a ``*-last.pth`` if ``resume``.
+
+        With ``saved_model_file`` set, its ``-last`` file is the one (a different configuration or data is an
+        error). Without it, run names hold their start time, so the newest ``*-last.pth`` in ``checkpoint_dir``
+        of the same model, dataset, configuration and data is the one (``checkpoint.find_resumable``).
+        """
+        self.dataset_fingerprint = checkpoint.dataset_fingerprint(train_data.dataset)
+        pending = self._pending_data_check  # from resume_checkpoint()
+        if pending is not None:
+            checkpoint.check_fingerprint(pending[1], self.dataset_fingerprint, pending[0])
+            self._pending_data_check = None
+        if not self.config["resume"]:
             return False
-        state = self._load_weights(path)
+        path = self._resume_file()
+        if path is None:
+            return False
+        state = checkpoint.load(path, map_location=self.device, resume=True)
+        current = (self.config.plain_dict() if hasattr(self.config, "plain_dict")
+                   else checkpoint.to_plain(self.config.final_config_dict))
+        differences = checkpoint.config_differences(state["config_dict"], current)
+        if differences:
+            raise checkpoint.CheckpointError(
+                f"Cannot resume from '{path}': it was written with another configuration ({'; '.join(differences)}). "
+                "Use the same settings, choose another saved_model_file, or set resume=False to start over "
+                "(which overwrites that run's files).")
+        self._load_weights(path, state)  # checks the data fingerprint before touching the weights
         self.stage_index = state["stage_index"]
         self.start_epoch = state["epoch"] + 1
         self.cur_step = state["cur_step"]
@@ -284,6 +320,32 @@ class DRTrainerMixin:
             set_color("Resuming", "blue") + f" from {path}: stage {self.stage_index}, epoch {self.start_epoch}"
         )
         return True
+
+    def _resume_file(self) -> Optional[str]:
+        """The ``*-last.pth`` file ``resume=True`` continues from, or ``None`` (and the log says why)."""
+        if self.config["saved_model_file"]:
+            path = last_checkpoint_path(self.saved_model_file)
+            if Path(path).is_file():
+                return path
+            self.logger.info(f"resume=True: '{path}' does not exist yet; training starts from epoch 0.")
+            return None
+        current = (self.config.plain_dict() if hasattr(self.config, "plain_dict")
+                   else checkpoint.to_plain(self.config.final_config_dict))
+        found, notes = checkpoint.find_resumable(self.checkpoint_dir, current, self.dataset_fingerprint)
+        if not self.config["single_spec"]:  # rank 0 decides, so that every rank resumes the same file
+            choice = [str(found) if found else None]
+            dist.broadcast_object_list(choice, src=0)
+            found = Path(choice[0]) if choice[0] else None
+        if found is None:
+            self.logger.warning(
+                f"resume=True: no '*-last.pth' in '{self.checkpoint_dir}' was written by {self.config['model']} on "
+                f"dataset {self.config['dataset']} with this configuration and data"
+                + (f" (passed over: {' | '.join(notes[:3])})" if notes else "")
+                + "; training starts from epoch 0. Pass --saved_model_file=<run>.pth to name a run.")
+            return None
+        self.saved_model_file = checkpoint.best_checkpoint_path(found)
+        self.logger.info(set_color("resume=True", "blue") + f": the latest matching run is {found}")
+        return str(found)
 
     # ------------------------------------------------------------------ training loop hooks
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
@@ -312,18 +374,27 @@ class DRTrainerMixin:
         return losses
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        """RecBole's line (the sums over batches, ``train_loss1``... for a tuple), then the terms by name.
+
+        Logs of RecBole and of this plugin stay comparable line by line; the per-epoch JSON history keeps
+        the means per batch.
+        """
         record = self._epoch_record
         des = self.config["loss_decimal_place"] or 4
-        text = set_color(f"epoch {epoch_idx} training", "green") + " [" + set_color("time", "blue")
-        text += f": {e_time - s_time:.2f}s, " + set_color("train loss (mean per batch)", "blue") + ": "
-        text += ", ".join(f"{k}: {v:.{des}f}" for k, v in record.get("losses", {}).items()) + "]"
+        text = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        values = losses if isinstance(losses, tuple) else (losses,)
+        names = self._loss_names(values)
+        if len(values) > 1 and list(names) != [f"loss{i + 1}" for i in range(len(values))]:
+            text += " " + set_color("terms (sum)", "blue") + ": "
+            text += ", ".join(f"{n}: {float(v):.{des}f}" for n, v in zip(names, values))
         if record.get("diagnostics"):
             text += "\n" + set_color("diagnostics", "blue") + ": "
             text += ", ".join(f"{k}: {v:.{des}f}" for k, v in record["diagnostics"].items())
         return text
 
     def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
-        for name, value in self._epoch_record.get("losses", {}).items():
+        super()._add_train_loss_to_tensorboard(epoch_idx, losses, tag)  # RecBole's scalars (sums)
+        for name, value in self._epoch_record.get("losses", {}).items():  # mean per batch, by name
             self.tensorboard.add_scalar(f"{tag}/{name}", value, epoch_idx)
         for name, value in self._epoch_record.get("diagnostics", {}).items():
             self.tensorboard.add_scalar(f"Diagnostics/{name}", value, epoch_idx)
@@ -368,6 +439,7 @@ class DRTrainerMixin:
                 self._save_resume_state(epoch_idx, train_data)
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
+            notify_epoch_listeners(self, epoch_idx, valid_score)
 
         result = (self.best_valid_score, self.best_valid_result)
         for index in range(self.stage_index, len(stages)):
@@ -381,6 +453,35 @@ class DRTrainerMixin:
             if index + 1 < len(stages):
                 self.start_epoch = 0
         return result
+
+
+# Per-epoch listeners (e.g. a Ray Tune trial reporting every validation so a scheduler can stop it early):
+# callables ``fn(info)`` registered for the duration of a ``with epoch_listener(fn):`` block, because the
+# trainer is built deep inside ``quick_start.run_single`` where no callback can be passed.
+_EPOCH_LISTENERS: List[Callable[[Dict[str, Any]], None]] = []
+
+
+@contextmanager
+def epoch_listener(fn: Callable[[Dict[str, Any]], None]) -> Iterator[None]:
+    """Call ``fn`` after every validation of every ``DRTrainer`` fit inside the block.
+
+    ``fn`` gets ``{"epoch", "stage", "valid_score", "valid_result", "best_valid_score"}``.
+    """
+    _EPOCH_LISTENERS.append(fn)
+    try:
+        yield
+    finally:
+        _EPOCH_LISTENERS.remove(fn)
+
+
+def notify_epoch_listeners(trainer: "DRTrainerMixin", epoch_idx: int, valid_score: float) -> None:
+    if not _EPOCH_LISTENERS:
+        return
+    info = {"epoch": int(epoch_idx), "stage": trainer._stage_name(), "valid_score": float(valid_score),
+            "valid_result": {k: float(v) for k, v in (trainer._epoch_record.get("valid_result") or {}).items()},
+            "best_valid_score": float(trainer.best_valid_score)}
+    for fn in list(_EPOCH_LISTENERS):
+        fn(info)
 
 
 class DRTrainer(DRTrainerMixin, Trainer, DistributedInit):

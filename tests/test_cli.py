@@ -53,3 +53,19 @@ def test_script_runs_a_model_and_prints_metrics(tiny_config, workdir):
     summary = json.loads(done.stdout[done.stdout.index("{"):])
     assert summary["model"] == "DiffuReasonSASRec" and "ndcg@10" in summary["test_result"]
     assert Path(summary["results_file"]).is_file()
+
+
+def test_help_lists_every_subcommand():
+    done = subprocess.run([sys.executable, str(ROOT / "run_recbole_dr.py"), "--help"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0
+    listed = done.stdout.split("sub-commands", 1)[1]
+    for name in ("train", "convert", "list", "recommend", "hyper", "group", "analyze"):
+        assert f"\n  {name} " in listed, name
+
+
+def test_train_subcommand_is_the_default_command(capsys, data_root, workdir):
+    assert main(["train", "--model=NoSuchRec", "--dataset=tiny", f"--data_path={data_root}"]) == 2
+    assert capsys.readouterr().err.startswith("error: Unknown model 'NoSuchRec'")
+    assert main(["train", "--model=SASRec"]) == 2
+    assert "--dataset are required" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,70 @@ def test_recommend_command(trained, capsys, data_root):
     assert capsys.readouterr().err.startswith("error: Unknown user id 'ghost'")
     assert main(["recommend", "--model_file=missing.pth", "--user=u1"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- checkpoints and their data (issue 11, item 3)
+def own_dataset(root, seed=7, extra_items=0):
+    """A private copy of the tiny dataset (the shared ``data_root`` must never change), optionally with a
+    user holding ``extra_items`` items the original does not have."""
+    from tests.conftest import write_tiny_inter
+
+    write_tiny_inter(root, "shop", seed=seed)
+    if extra_items:
+        with open(root / "shop" / "shop.inter", "a", encoding="utf-8") as f:
+            f.writelines(f"new_user\tnew_item{i}\t{i}\n" for i in range(extra_items))
+    return root
+
+
+@pytest.mark.parametrize("change", ["same_catalogue", "bigger_catalogue"])
+def test_a_checkpoint_refuses_data_it_was_not_trained_on(tiny_config, tmp_path, capsys, change):
+    """The reviewer's reproduction: after re-converting, recommend mapped raw ids to other items (same
+    catalogue size) or died with a size mismatch (bigger one)."""
+    from recbole_diffureason.checkpoint import CheckpointError
+    from recbole_diffureason.quick_start import load_data_and_model
+
+    root = own_dataset(tmp_path / "data")
+    config = dict(tiny_config, data_path=str(root), saved_model_file="saved/shop.pth")
+    model_file = run("SASRec", "shop", config_dict=config, cmd_args=[])["saved_model_file"]
+    assert Recommender(model_file).for_user("u1", k=3)  # the data it was trained on: fine
+
+    own_dataset(root, seed=8) if change == "same_catalogue" else own_dataset(root, extra_items=3)
+    expected = "ids map to other internal ids" if change == "same_catalogue" else "41 items then, 44 now"
+    with pytest.raises(CheckpointError, match=f"trained on other data .*shop.inter changed .*{expected}"):
+        Recommender(model_file)
+    with pytest.raises(CheckpointError, match="trained on other data"):
+        load_data_and_model(model_file)
+    assert main(["recommend", f"--model_file={model_file}", "--user=u1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: Checkpoint '{model_file}' was trained on other data") and "\n" not in err
+
+
+def test_broken_and_foreign_checkpoints_are_one_clear_error_each(trained, tmp_path, capsys):
+    import torch
+
+    from recbole_diffureason import checkpoint
+
+    good = trained("SASRec")
+    data = Path(good).read_bytes()
+    cases = {
+        "empty.pth": (b"", "is empty \\(0 bytes\\)"),
+        "truncated.pth": (data[: len(data) // 2], "is truncated or corrupt"),
+        "text.pth": (b"not a checkpoint at all\n", "is not a torch checkpoint \\(it starts with b.not "),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(checkpoint.CheckpointError, match=message):
+            checkpoint.load(tmp_path / name)
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "foreign.pth")  # a plain state_dict
+    with pytest.raises(checkpoint.CheckpointError, match="not a recbole-diffureason checkpoint: it holds a dict with keys \\['weight'\\]"):
+        checkpoint.load(tmp_path / "foreign.pth")
+    state = torch.load(good, weights_only=True)
+    torch.save({**state, "format_version": 99}, tmp_path / "future.pth")
+    with pytest.raises(checkpoint.CheckpointError, match="newer than this"):
+        checkpoint.load(tmp_path / "future.pth")
+    with pytest.raises(checkpoint.CheckpointError, match="cannot resume a run"):
+        checkpoint.load(good, resume=True)  # a best-weights file holds no RNG state
+    for name in ("empty.pth", "truncated.pth", "text.pth", "foreign.pth"):
+        assert main(["recommend", f"--model_file={tmp_path / name}", "--user=u1"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err

@@ -99,3 +99,16 @@ def test_the_command_prints_the_report_and_refuses_bad_input_with_exit_code_2(da
     assert "does not exist" in capsys.readouterr().err
     assert tokenize_main(["--dataset=shop", f"--data_path={data}", "--sids=x", "--hidden_dims=a,b"]) == 2
     assert (data / "shop" / "shop.item").read_text() == before  # a refused call overwrote nothing
+
+
+def test_tokenize_is_a_subcommand_of_the_command_line(data, tmp_path, capsys):
+    from recbole_diffureason.cli import main
+
+    assert main(["tokenize", "--dataset=shop", f"--data_path={data}",
+                 f"--sids={reference_file(tmp_path / 'r.tsv')}"]) == 0
+    assert (data / "shop" / "shop.item").is_file()
+    assert main(["tokenize", "--dataset=shop", f"--data_path={data}"]) == 2
+    assert "exactly one SID source" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "tokenize" in capsys.readouterr().out

@@ -1,0 +1,129 @@
+"""``analyze``: training curves, thinking steps (paper Fig. 4) and user/item groups (Fig. 5) of a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recbole_diffureason.analysis import analyze, quantile_groups, row_metrics
+from recbole_diffureason.cli import main
+from recbole_diffureason.quick_start import run
+from tests.conftest import write_tiny_inter
+
+
+@pytest.fixture
+def trained(tiny_config):
+    """A DiffuReasonSASRec and a SASRec run on the tiny data (2 epochs each)."""
+    config = dict(tiny_config, epochs=2)
+    return (run("DiffuReasonSASRec", "tiny", config_dict=config, cmd_args=[]),
+            run("SASRec", "tiny", config_dict=config, cmd_args=[]))
+
+
+def raw_counts(data_root: Path) -> Counter:
+    lines = (data_root / "tiny" / "tiny.inter").read_text(encoding="utf-8").splitlines()[1:]
+    return Counter(line.split("\t")[0] for line in lines)
+
+
+def test_analyze_writes_three_figures_and_the_numbers_behind_them(trained, data_root, workdir, capsys):
+    pytest.importorskip("matplotlib")
+    model, baseline = trained
+    out = workdir / "analysis"
+    assert main(["analyze", f"--model_file={model['saved_model_file']}",
+                 f"--baseline_file={baseline['saved_model_file']}", f"--out={out}"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    for name in ("training_curves.png", "thinking_steps.png", "groups.png", "analysis.json"):
+        assert str(out / name) in printed["files"]
+        assert (out / name).stat().st_size > 0
+    assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
+
+    # The results file was found next to the checkpoint; its history is the curve.
+    curves = report["training_curves"]
+    assert report["results_file"] == model["results_file"] and len(curves["epoch"]) == 2
+    assert curves["losses"]["rec"] == [e["losses"]["rec"] for e in model["history"]]
+    assert curves["valid"] == [e["valid_result"]["ndcg@10"] for e in model["history"]]
+
+    # Fig. 4: one row per thought tau_1..tau_R, then mu, which is what the model ranks with: RecBole's result.
+    steps = report["thinking_steps"]
+    assert [s["step"] for s in steps] == ["tau_1", "tau_2", "tau_3", "mu"]
+    assert round(steps[-1]["ndcg@10"], 4) == model["test_result"]["ndcg@10"]
+    assert round(steps[-1]["recall@10"], 4) == model["test_result"]["recall@10"]
+
+    # Fig. 5: groups partition the test users; the baseline's numbers are its own test result.
+    for kind in ("history_length", "target_popularity"):
+        rows = report["groups"][kind]["rows"]
+        assert sum(r["rows"] for r in rows) == 80
+        base = sum(r["baseline_ndcg@10"] * r["rows"] for r in rows) / 80
+        assert round(base, 4) == baseline["test_result"]["ndcg@10"]
+        for r in rows:
+            expected = (r["ndcg@10"] - r["baseline_ndcg@10"]) / r["baseline_ndcg@10"] * 100
+            assert r["gain_ndcg@10_pct"] == pytest.approx(expected)
+    assert report["baseline"]["model"] == "SASRec"
+
+
+def test_history_length_groups_count_interactions_before_the_test_item(trained, data_root, workdir):
+    model, _ = trained
+    report = analyze(model["saved_model_file"], out_dir=str(workdir / "a"), n_groups=80, plot=False)
+    counts = raw_counts(data_root)
+    before = sorted(c - 1 for c in counts.values())  # every interaction but the test item
+    rows = report["groups"]["history_length"]["rows"]
+    assert sum(r["rows"] for r in rows) == len(before) == 80
+    for r in rows:  # each group holds exactly the users with that many earlier interactions
+        lo, _, hi = r["group"].partition("-")
+        assert r["rows"] == sum(int(lo) <= b <= int(hi or lo) for b in before), r
+    assert len(rows) >= len(set(before)) - 1  # one group per distinct value (the top two share the last)
+    assert "baseline" not in report and "gain_ndcg@10_pct" not in rows[0]
+
+
+def test_analyze_without_matplotlib_writes_json_and_says_how_to_get_pictures(trained, workdir, capsys, monkeypatch):
+    model, _ = trained
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    out = workdir / "nomatplotlib"
+    assert main(["analyze", f"--model_file={model['saved_model_file']}", f"--out={out}"]) == 0
+    assert (out / "analysis.json").is_file() and not list(out.glob("*.png"))
+    assert 'pip install "recbole-diffureason[plot]"' in capsys.readouterr().err
+
+
+def test_analyze_a_model_without_thoughts(trained, workdir):
+    _, baseline = trained
+    report = analyze(baseline["saved_model_file"], out_dir=str(workdir / "s"), plot=False)
+    assert "thinking_steps" not in report and any("no thinking steps" in n for n in report["notes"])
+    assert round(report["overall"]["ndcg@10"], 4) == baseline["test_result"]["ndcg@10"]
+
+
+def test_analyze_bad_input_is_one_line(trained, tiny_config, workdir, capsys, tmp_path):
+    model, _ = trained
+    assert main(["analyze", f"--model_file={workdir / 'missing.pth'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing.pth' does not exist" in err and "\n" not in err
+
+    assert main(["analyze", f"--model_file={model['saved_model_file']}", "--results_file=nowhere.json"]) == 2
+    assert "Results file 'nowhere.json' does not exist" in capsys.readouterr().err
+
+    other_root = write_tiny_inter(tmp_path / "other", name="tiny2", seed=3)
+    other = run("SASRec", "tiny2", config_dict=dict(tiny_config, data_path=str(other_root)), cmd_args=[])
+    assert main(["analyze", f"--model_file={model['saved_model_file']}",
+                 f"--baseline_file={other['saved_model_file']}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trained on 'tiny2'" in err and "\n" not in err
+
+    assert main(["analyze", f"--model_file={model['saved_model_file']}", "--k=0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+
+
+def test_row_metrics_match_recbole_definitions():
+    import torch
+
+    scores = torch.tensor([[0.0, 0.9, 0.8, 0.1], [0.0, 0.1, 0.2, 0.9]])
+    ndcg, recall = row_metrics(scores, torch.tensor([0, 1]), torch.tensor([2, 1]), k=2)
+    assert ndcg.tolist() == pytest.approx([1 / np.log2(3), 0.0]) and recall.tolist() == [1.0, 0.0]
+
+
+def test_quantile_groups_keep_ties_together():
+    index, labels = quantile_groups(np.array([1, 1, 1, 1, 5, 9]), 3)
+    assert labels[0] == "1" and len(set(index[:4])) == 1
