@@ -1,9 +1,11 @@
 """Per-epoch diagnosis tables from the logs of a ``diagnose: True`` protocol (finished or not).
 
-    python -m bench.diagnosis bench/work/beauty_cpu_diagnosis [--out docs/results/beauty_cpu_diagnosis_epochs.md]
+    python -m bench.diagnosis bench/work/beauty_cpu_diagnosis --batches 65 [--out FILE]
 
-Reads every ``<run>-seed<seed>.log`` of the work folder: each epoch's training line (loss terms, mean per
-batch), its diagnostics line (``diagnose: True``) and its validation score, and writes one markdown table per run.
+Reads every ``<run>-seed<seed>.log`` of the work folder: each epoch's training line (loss terms), its diagnostics
+line (``diagnose: True``) and its validation score, and writes one markdown table per run. Loss terms are shown
+as means per batch: logs written since RecBole's own train-loss line came back hold sums over the epoch's
+batches (``terms (sum): ...``), divided here by ``--batches`` (Beauty, batch 2048: 65).
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ COLUMNS = [
 PAIR = re.compile(r"([A-Za-z_@0-9]+): (-?[0-9.]+(?:e-?[0-9]+)?)")
 
 
-def parse_log(path: Path) -> List[Dict[str, float]]:
+def parse_log(path: Path, batches: int = 1) -> List[Dict[str, float]]:
     epochs: List[Dict[str, float]] = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        training = re.search(r"epoch (\d+) training \[time: ([0-9.]+)s, train loss[^:]*: (.*)\]", line)
+        summed = re.search(r"epoch (\d+) training \[time: ([0-9.]+)s.*terms \(sum\): (.*)$", line)
+        training = summed or re.search(r"epoch (\d+) training \[time: ([0-9.]+)s, train loss[^:]*: (.*)\]", line)
         if training:
             record = {"epoch": float(training.group(1)), "seconds": float(training.group(2))}
-            record.update({k: float(v) for k, v in PAIR.findall(training.group(3))})
+            scale = batches if summed else 1
+            record.update({k: float(v) / scale for k, v in PAIR.findall(training.group(3))})
             epochs.append(record)
         elif line.startswith("diagnostics:") and epochs:
             epochs[-1].update({k: float(v) for k, v in PAIR.findall(line)})
@@ -53,8 +57,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("work", type=Path)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--batches", type=int, default=1, help="training batches per epoch (sums -> means)")
     args = parser.parse_args()
-    text = "\n".join(table(log.stem, parse_log(log)) for log in sorted(args.work.glob("*-seed*.log")))
+    text = "\n".join(table(log.stem, parse_log(log, args.batches)) for log in sorted(args.work.glob("*-seed*.log")))
     if args.out:
         args.out.write_text(text, encoding="utf-8")
     print(text)

@@ -144,3 +144,21 @@ def test_k3_kl_is_zero_at_the_reference_and_positive_elsewhere():
     lp = torch.tensor([-1.0, -2.0, -0.5])
     assert torch.equal(k3_kl(lp, lp), torch.zeros(3))
     assert (k3_kl(lp, lp - 0.3) > 0).all() and (k3_kl(lp, lp + 0.3) > 0).all()
+
+
+def test_natural_gradient_is_the_score_gradient_preconditioned_by_the_fisher_information():
+    torch.manual_seed(3)
+    mu = torch.randn(3, 6, requires_grad=True)
+    raw_sigma = torch.rand(3, 6) * 0.5 + 0.05
+    sigma = raw_sigma.clone().requires_grad_(True)
+    z = sample_actions(mu, sigma, 4)
+    rewards = torch.tensor([[1.0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]])
+    score, _ = gaussian_policy_loss(mu, sigma, z, rewards)
+    grad_mu, grad_sigma = torch.autograd.grad(score, (mu, sigma))
+    natural, _ = gaussian_policy_loss(mu, sigma, z, rewards, gradient="natural")
+    nat_mu, nat_sigma = torch.autograd.grad(natural, (mu, sigma))
+    assert torch.allclose(nat_mu, grad_mu * sigma.detach() ** 2, atol=1e-6)
+    assert torch.allclose(nat_sigma, grad_sigma * sigma.detach() ** 2 / 2, atol=1e-6)
+    assert float(natural) == pytest.approx(float(score))  # rho = 1 either way: same value, other gradient
+    with pytest.raises(ValueError, match="gradient must be one of"):
+        gaussian_policy_loss(mu, sigma, z, rewards, gradient="fisher")

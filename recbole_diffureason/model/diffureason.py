@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from recbole_diffureason.keys import Bool, Choice, ConfigError, Float, Int, Key
 from recbole_diffureason.model.abstract import ReasoningRecommender
 from recbole_diffureason.modules.grpo import (
+    ALIGN_GRADIENTS,
     RANK_METHODS,
     REWARDS,
     diag_gaussian_kl,
@@ -71,6 +72,7 @@ PAPER: Dict[str, object] = {
     "eval_sample_intermediate": False, "eval_init_noise": "seeded", "eval_noise_seed": 2020, "eval_noise_draws": 1,
     "alpha": 1.0, "beta": 1.0, "detach_target": True, "diff_loss": "mse", "diff_loss_reduction": "mean",
     "group_size": 8, "reward": "hit", "reward_k": 1, "clip_eps": 0.2, "adv_eps": 0.0001, "detach_actions": True,
+    "align_gradient": "score",
     "kl_weight": 0.0, "training_schedule": "end_to_end", "two_stage_finetune_loss": "full",
     "backbone_rec_weight": 0.0, "reasoning_init": "pytorch", "reasoning_learning_rate": None,
     "clip_grad_norm": {"max_norm": 5.0},
@@ -136,6 +138,7 @@ class DiffuReason(ReasoningRecommender):
         "clip_eps": Float(min=0.0),
         "adv_eps": Float(min=0.0, min_inclusive=False),
         "detach_actions": Bool(),
+        "align_gradient": Choice(choices=ALIGN_GRADIENTS),
         "kl_weight": Float(min=0.0),
         "training_schedule": Choice(choices=("end_to_end", "two_stage")),
         "stage1_epochs": Int(min=1, optional=True),
@@ -206,6 +209,7 @@ class DiffuReason(ReasoningRecommender):
         self.reward_rank_method, self.reward_candidates = config["reward_rank_method"], config["reward_candidates"]
         self.clip_eps, self.adv_eps = float(config["clip_eps"]), float(config["adv_eps"])
         self.detach_actions = config["detach_actions"]
+        self.align_gradient = config["align_gradient"]
         self.kl_weight = float(config["kl_weight"])
         self.reasoning_learning_rate = config["reasoning_learning_rate"]
         self.diagnose, self.diagnose_every = config["diagnose"], config["diagnose_every"]
@@ -336,7 +340,8 @@ class DiffuReason(ReasoningRecommender):
         if self.alignment_active():
             actions = sample_actions(mu, sigma, self.group_size, detach=self.detach_actions)
             rewards = self.action_rewards(actions.detach(), scores.detach(), interaction)
-            align, stats = gaussian_policy_loss(mu, sigma, actions, rewards, self.clip_eps, self.adv_eps)
+            align, stats = gaussian_policy_loss(mu, sigma, actions, rewards, self.clip_eps, self.adv_eps,
+                                                self.align_gradient)
             align = self.beta * align
             self.record_diagnostics(**stats)
             if self.kl_weight > 0:

@@ -20,6 +20,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 REWARDS = ("hit", "ndcg")
+ALIGN_GRADIENTS = ("score", "natural")
 RANK_METHODS = ("pruned", "full")
 
 
@@ -34,6 +35,18 @@ def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) ->
     """Diagonal-Gaussian log-density summed over d, without the constant (Eq. 20); ``[B, G]``."""
     mu, sigma = mu.unsqueeze(1), sigma.unsqueeze(1)
     return -0.5 * (((z - mu) / sigma) ** 2 + 2.0 * torch.log(sigma)).sum(dim=-1)
+
+
+def natural_gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """A surrogate of :func:`gaussian_log_prob` whose gradient is the natural gradient (Fisher-preconditioned).
+
+    The score ``d log pi / d mu = eps / sigma`` grows as ``1/sigma``; multiplied by the inverse Fisher information
+    (``sigma^2`` for mu, ``sigma^2 / 2`` for sigma) it becomes ``sigma * eps`` and ``(eps^2 - 1) sigma / 2``,
+    bounded by the policy's own scale. Only the gradient matters: GRPO here uses ``rho = exp(lp - sg(lp)) = 1``.
+    """
+    mu, sigma = mu.unsqueeze(1), sigma.unsqueeze(1)
+    sigma_coefficient = ((((z - mu) / sigma) ** 2 - 1.0) * sigma / 2.0).detach()
+    return (-0.5 * (z - mu) ** 2 + sigma_coefficient * sigma).sum(dim=-1)
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -59,14 +72,18 @@ def gaussian_policy_loss(
     rewards: torch.Tensor,
     clip_eps: float = 0.2,
     adv_eps: float = 1e-4,
+    gradient: str = "score",
 ) -> Tuple[torch.Tensor, Dict[str, float]]:
-    """GRPO loss for a diagonal Gaussian policy, plus diagnostics.
+    """GRPO loss for a diagonal Gaussian policy, plus diagnostics. ``gradient``: ``score`` (the paper: the
+    gradient of the log-density) or ``natural`` (:func:`natural_gaussian_log_prob`).
 
     ``frac_groups_with_signal`` is the share of rows whose G rewards are not all equal; when it is near 0,
     the alignment term contributes no gradient.
     """
     advantages = group_advantages(rewards, adv_eps)
-    log_prob = gaussian_log_prob(actions, mu, sigma)
+    if gradient not in ALIGN_GRADIENTS:
+        raise ValueError(f"gradient must be one of {ALIGN_GRADIENTS}, got {gradient!r}.")
+    log_prob = (natural_gaussian_log_prob if gradient == "natural" else gaussian_log_prob)(actions, mu, sigma)
     # pi_old is this same forward pass, frozen: rho = 1 in value and the gradient is A * grad log pi.
     loss = clipped_surrogate_loss(log_prob, log_prob.detach(), advantages, clip_eps)
     return loss, group_statistics(advantages, rewards)
