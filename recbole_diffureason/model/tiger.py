@@ -19,20 +19,17 @@ A T5 encoder-decoder (:mod:`recbole_diffureason.modules.t5`) over Semantic-ID to
 
 from __future__ import annotations
 
-from logging import getLogger
-from typing import Any, Dict, Mapping
+from typing import Dict
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recbole_diffureason.keys import ConfigError, Float, Int, Key
+from recbole_diffureason.keys import Float, Int, Key
 from recbole_diffureason.model.abstract import ReasoningRecommender
-from recbole_diffureason.model.hstusid import SID_KEYS, check_beam_covers_topk, require_sid_columns
 from recbole_diffureason.modules.t5 import T5DecoderState, T5Stack, reorder_state
 from recbole_diffureason.sid.beam import constrained_beam_search, exact_item_log_probs, full_sort_scores
-from recbole_diffureason.sid.table import codes_from_dataset, read_sid_meta
-from recbole_diffureason.sid.trie import SIDTrie
+from recbole_diffureason.sid.items import SID_MODEL_KEYS, SemanticIDItems
 
 
 class TIGERDecoding:
@@ -53,12 +50,12 @@ class TIGERDecoding:
         return reorder_state(state, rows)
 
 
-class TIGER(ReasoningRecommender):
+class TIGER(SemanticIDItems, ReasoningRecommender):
     """TIGER: generative retrieval of the next item's Semantic ID with a T5 encoder-decoder (section 4.4)."""
 
     loss_names = ("rec",)
     config_keys: Dict[str, Key] = {
-        **{k: SID_KEYS[k] for k in ("codebook_size", "beam_width", "loss_type")},
+        **SID_MODEL_KEYS,
         "d_model": Int(min=2),
         "encoder_layers": Int(min=1),
         "decoder_layers": Int(min=1),
@@ -69,24 +66,9 @@ class TIGER(ReasoningRecommender):
         "user_tokens": Int(min=0),
     }
 
-    @classmethod
-    def apply_presets(cls, config: dict, explicit: Mapping[str, Any]) -> None:
-        super().apply_presets(config, explicit)
-        require_sid_columns(config)
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        check_beam_covers_topk(config)
-
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        codes = codes_from_dataset(dataset)
-        self.codebook_size, self.beam_width = config["codebook_size"], config["beam_width"]
-        if int(codes.max()) >= self.codebook_size:
-            raise ConfigError(f"The dataset's SIDs use code {int(codes.max())}, but codebook_size is "
-                              f"{self.codebook_size}: set codebook_size to at least {int(codes.max()) + 1}.")
-        self.register_buffer("item_codes", codes, persistent=False)
-        self.levels = codes.size(1)
+        self.load_item_codes(config, dataset)
         self.eos = 1 + self.levels * self.codebook_size
         self.user_tokens = config["user_tokens"]
         vocabulary = self.eos + 1 + self.user_tokens
@@ -99,10 +81,6 @@ class TIGER(ReasoningRecommender):
         self.decoder = T5Stack(config["decoder_layers"], decoder=True, **stack)
         self.lm_head = nn.Linear(d, vocabulary, bias=False)
         nn.init.normal_(self.lm_head.weight, std=d ** -0.5)
-        self.trie = SIDTrie(codes, self.codebook_size)
-        self.sid_source = read_sid_meta(dataset.dataset_path, dataset.dataset_name)
-        getLogger().info(f"TIGER uses the SIDs of {dataset.dataset_name}: "
-                         f"{(self.sid_source or {}).get('source', 'unknown source')}, {self.levels} levels")
 
     def code_token(self, level: int, codes):
         return 1 + level * self.codebook_size + codes
@@ -141,11 +119,6 @@ class TIGER(ReasoningRecommender):
         hidden = self.decoder.decode(self.embedding(decoder_input), memory, padding)
         logits = self.lm_head(hidden)
         return (F.cross_entropy(logits.reshape(-1, logits.size(-1)), torch.cat([target, eos], dim=1).reshape(-1)),)
-
-    def decoding_trie(self) -> SIDTrie:
-        if self.trie.item_codes.device != self.item_codes.device:
-            self.trie.to(self.item_codes.device)
-        return self.trie
 
     def start_decoding(self, interaction) -> T5DecoderState:
         memory, padding = self.encode(interaction)
