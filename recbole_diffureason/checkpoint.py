@@ -172,17 +172,30 @@ def dataset_fingerprint(dataset) -> Dict[str, Any]:
     item tokens in internal-id order (the mapping the embeddings are indexed by, after filtering).
     """
     config = dataset.config
-    name, folder = config["dataset"], Path(config["data_path"])
-    suffixes = list(_ATOMIC_SUFFIXES) + list(config["additional_feat_suffix"] or [])
-    suffixes += [f"{part}.inter" for part in (config["benchmark_filename"] or [])]
-    files = {f"{name}.{suffix}": _sha256_file(folder / f"{name}.{suffix}")
-             for suffix in suffixes if (folder / f"{name}.{suffix}").is_file()}
-    fingerprint = {"dataset": name, "files": files}
+    fingerprint = {"dataset": config["dataset"], "files": atomic_file_hashes(config)}
     for kind, field in (("items", dataset.iid_field), ("users", dataset.uid_field)):
         if field is not None and field in dataset.field2id_token:
             fingerprint[f"n_{kind}"] = int(dataset.num(field))
             fingerprint[f"{kind[:-1]}_tokens_sha256"] = _sha256_tokens(dataset.field2id_token[field])
     return fingerprint
+
+
+def atomic_file_hashes(config) -> Dict[str, str]:
+    """sha256 of every atomic file RecBole reads for the configured dataset, by file name."""
+    name, folder = config["dataset"], Path(config["data_path"])
+    suffixes = list(_ATOMIC_SUFFIXES) + list(config["additional_feat_suffix"] or [])
+    suffixes += [f"{part}.inter" for part in (config["benchmark_filename"] or [])]
+    return {f"{name}.{suffix}": _sha256_file(folder / f"{name}.{suffix}")
+            for suffix in suffixes if (folder / f"{name}.{suffix}").is_file()}
+
+
+def check_files(state: Mapping[str, Any], config, path: os.PathLike) -> None:
+    """The part of :func:`check_fingerprint` that needs no loaded data: the atomic files' hashes. Called before
+    anything is written (no log file), so a re-converted dataset is refused at once."""
+    stored = state.get("dataset_fingerprint")
+    if stored is not None:
+        current = {"dataset": config["dataset"], "files": atomic_file_hashes(config)}
+        check_fingerprint(state, {**stored, **current}, path)
 
 
 def fingerprint_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:

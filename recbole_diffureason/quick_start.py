@@ -219,6 +219,7 @@ def load_data_and_model(model_file: str, config_dict: Optional[dict] = None) -> 
         overrides["data_path"] = str(Path(overrides["data_path"]) / values["dataset"])
     values.update(overrides)
     config = DRConfig.from_plain_dict(values)
+    checkpoint.check_files(state, config, model_file)  # re-converted data: refused before a log file is written
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset, train_data, valid_data, test_data = prepare_data(config)
