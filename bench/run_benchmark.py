@@ -113,6 +113,12 @@ def convert_source(protocol: Dict[str, Any], data_root: Path, root: Optional[Pat
     print(f"converted {source['input']}: {stats.summary()}", flush=True)
 
 
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside it, else as given."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def run_one(protocol: Dict[str, Any], run: Dict[str, Any], seed: int, work: Path, data_root: Path, threads: int) -> Dict:
     tag = f"{run['name']}-seed{seed}"
     result_file = work / f"{tag}.json"
@@ -126,10 +132,11 @@ def run_one(protocol: Dict[str, Any], run: Dict[str, Any], seed: int, work: Path
         **protocol.get("common", {}),
         **run.get("overrides", {}),
         "seed": seed,
-        "data_path": str(data_root),
-        "checkpoint_dir": str(work),
-        "saved_model_file": str(work / f"{tag}.pth"),
-        "results_file": str(work / f"{tag}.run.json"),
+        # Relative to the repository root, where the worker runs: the summaries record no machine's paths.
+        "data_path": repo_relative(data_root),
+        "checkpoint_dir": repo_relative(work),
+        "saved_model_file": repo_relative(work / f"{tag}.pth"),
+        "results_file": repo_relative(work / f"{tag}.run.json"),
         "resume": True,
         "show_progress": False,
     }

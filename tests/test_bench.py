@@ -208,6 +208,12 @@ def test_the_runner_records_its_module_command_and_starts_the_worker_as_a_module
     assert len(calls) == 1  # a finished run is not started again
 
 
+def test_run_paths_inside_the_repository_are_recorded_relative_to_it(tmp_path):
+    inside = run_benchmark.ROOT / "bench" / "work" / "p"
+    assert run_benchmark.repo_relative(inside / "SASRec-seed1.pth") == "bench/work/p/SASRec-seed1.pth"
+    assert run_benchmark.repo_relative(tmp_path / "x.pth") == str((tmp_path / "x.pth").resolve())
+
+
 def test_summary_only_without_runs_leaves_the_summary_alone(tmp_path, monkeypatch):
     protocol = tmp_path / "p.yaml"
     protocol.write_text(yaml.safe_dump(PROTOCOL), encoding="utf-8")
