@@ -31,6 +31,12 @@ SUBCOMMANDS = {
 }
 
 
+def fail(err: Exception) -> int:
+    """Bad input: one ``error: ...`` line on stderr and exit code 2."""
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
 def _subcommand_help() -> str:
     width = max(map(len, SUBCOMMANDS))
     lines = [f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items()]
@@ -99,8 +105,7 @@ def train_main(argv: Sequence[str]) -> int:
                      world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
     except (ConfigError, UnknownModelError, DatasetNotFoundError, CheckpointError) as err:
         # ConfigError covers DatasetFieldError (a missing time column); CheckpointError a resume that cannot be.
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     if result is None:  # a machine without rank 0 in a multi-machine run
         return 0
     summary = {k: result[k] for k in ("model", "dataset", "best_valid_result", "test_result", "results_file")}
@@ -176,8 +181,7 @@ def hyper_main(argv: Sequence[str]) -> int:
                                    args.cpus_per_trial, output, scheduler=args.scheduler,
                                    grace_period=args.grace_period, reduction_factor=args.reduction_factor)
     except (ConfigError, UnknownModelError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     print(json.dumps({"best_params": result["best_params"], "best_valid_score": result["best_valid_score"],
                       "output_file": output}, indent=2, default=str))
     return 0
@@ -222,8 +226,7 @@ def group_main(argv: Sequence[str]) -> int:
                             valid_latex=args.valid_latex, test_latex=args.test_latex, nproc=args.nproc,
                             world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
     except (ConfigError, UnknownModelError, DatasetNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -255,8 +258,7 @@ def analyze_main(argv: Sequence[str]) -> int:
         report = analyze(args.model_file, args.results_file, args.baseline_file, args.out, args.k, args.groups,
                          args.data_path)
     except (ValueError, FileNotFoundError) as err:  # ConfigError, AnalysisError, an unloadable checkpoint
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     for note in report["notes"]:  # e.g. no matplotlib: the JSON is written, the note says how to get the PNGs
         print(f"note: {note}", file=sys.stderr)
     print(json.dumps({"files": report["files"], "overall": report["overall"]}, indent=2))
@@ -293,8 +295,7 @@ def recommend_main(argv: Sequence[str]) -> int:
         else:
             items = recommender.for_history(args.history.replace(",", " ").split(), args.k, args.exclude_seen)
     except (UnknownIdError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     print(json.dumps([{"item": item, "score": score} for item, score in items], indent=2))
     return 0
 

@@ -31,3 +31,16 @@ def right_padded(lengths, length: int = 6):
     for row, length in enumerate(lengths):
         valid[row, :length] = True
     return valid
+
+
+def tiny_data_with_sids(folder):
+    """A private copy of the tiny dataset with 3-level SIDs (codebook 8) written by ``tokenize``; its data_path."""
+    from recbole_diffureason.sid.tokenize import tokenize
+    from tests.conftest import N_ITEMS, write_tiny_inter
+
+    data = write_tiny_inter(folder / "sid_data", name="tiny")
+    reference = folder / "ref.tsv"
+    reference.write_text("item_id\tsid\n" + "".join(f"i{i}\t{i % 3} {i % 5} {i // 5 % 8}\n"
+                                                      for i in range(1, N_ITEMS + 1)))
+    tokenize("tiny", data, sids=reference, codebook_size=8)
+    return data

@@ -159,6 +159,5 @@ def test_natural_gradient_is_the_score_gradient_preconditioned_by_the_fisher_inf
     nat_mu, nat_sigma = torch.autograd.grad(natural, (mu, sigma))
     assert torch.allclose(nat_mu, grad_mu * sigma.detach() ** 2, atol=1e-6)
     assert torch.allclose(nat_sigma, grad_sigma * sigma.detach() ** 2 / 2, atol=1e-6)
-    assert float(natural) == pytest.approx(float(score))  # rho = 1 either way: same value, other gradient
     with pytest.raises(ValueError, match="gradient must be one of"):
         gaussian_policy_loss(mu, sigma, z, rewards, gradient="fisher")

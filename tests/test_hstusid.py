@@ -8,17 +8,13 @@ import torch
 from recbole_diffureason.quick_start import load_data_and_model, run
 from recbole_diffureason.sid.decoder import SIDDecoder
 from recbole_diffureason.sid.table import SIDTableError
-from recbole_diffureason.sid.tokenize import tokenize
-from tests.conftest import N_ITEMS, write_tiny_inter
-from tests.helpers import build, first_batch
+from tests.conftest import N_ITEMS
+from tests.helpers import build, first_batch, tiny_data_with_sids
 
 
 @pytest.fixture
 def sid_config(tiny_config, tmp_path):
-    data = write_tiny_inter(tmp_path / "sid_data", name="tiny")
-    reference = tmp_path / "ref.tsv"
-    reference.write_text("item_id\tsid\n" + "".join(f"i{i}\t{i % 3} {i % 5} {i // 5 % 8}\n" for i in range(1, N_ITEMS + 1)))
-    tokenize("tiny", data, sids=reference, codebook_size=8)
+    data = tiny_data_with_sids(tmp_path)
     return {**tiny_config, "data_path": str(data), "hidden_size": 16, "n_heads": 2, "codebook_size": 8,
             "beam_width": 10, "learning_rate": 0.003, "train_batch_size": 64}
 

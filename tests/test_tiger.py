@@ -7,9 +7,8 @@ import torch
 
 from recbole_diffureason.modules.t5 import T5Stack, relative_position_bucket
 from recbole_diffureason.quick_start import run
-from recbole_diffureason.sid.tokenize import tokenize
-from tests.conftest import N_ITEMS, write_tiny_inter
-from tests.helpers import build, first_batch
+from tests.conftest import N_ITEMS
+from tests.helpers import build, first_batch, tiny_data_with_sids
 
 
 def test_relative_position_buckets_are_t5s():
@@ -34,10 +33,7 @@ def test_cached_decoder_steps_equal_the_teacher_forced_pass():
 
 @pytest.fixture
 def tiger_config(tiny_config, tmp_path):
-    data = write_tiny_inter(tmp_path / "sid_data", name="tiny")
-    reference = tmp_path / "ref.tsv"
-    reference.write_text("item_id\tsid\n" + "".join(f"i{i}\t{i % 3} {i % 5} {i // 5 % 8}\n" for i in range(1, N_ITEMS + 1)))
-    tokenize("tiny", data, sids=reference, codebook_size=8)
+    data = tiny_data_with_sids(tmp_path)
     return {**tiny_config, "data_path": str(data), "d_model": 16, "encoder_layers": 1, "decoder_layers": 1,
             "n_heads": 2, "d_kv": 8, "d_ff": 32, "codebook_size": 8, "beam_width": 10, "user_tokens": 5,
             "learning_rate": 0.003, "train_batch_size": 64}

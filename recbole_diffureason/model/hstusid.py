@@ -60,7 +60,8 @@ class HSTUSID(SemanticIDItems, HSTUBase):
                                   config["sid_decoder_dropout"], max_prefix=2, tie_heads=config["tie_sid_heads"])
 
     def input_embeddings(self, item_seq: torch.Tensor) -> torch.Tensor:
-        codes = self.item_codes[item_seq].masked_fill(self.item_codes[item_seq] < 0, self.codebook_size)
+        codes = self.item_codes[item_seq]
+        codes = codes.masked_fill(codes < 0, self.codebook_size)  # the padding item reads each table's last row
         return self.item_embedding(item_seq) + sum(self.code_embeddings[l](codes[..., l]) for l in range(self.levels))
 
     def prefix(self, interaction) -> torch.Tensor:
