@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recbole_diffureason.config import DRConfig, properties_dir, read_yaml
-from recbole_diffureason.model.diffureason import ABLATIONS, PAPER
+from recbole_diffureason.model.diffureason import ABLATIONS, PAPER, RECOMMENDED
 from recbole_diffureason.quick_start import build_model
 from recbole_diffureason.registry import get_trainer
 from tests.helpers import build, first_batch
@@ -17,7 +17,7 @@ def make(tiny_config, **overrides):
 
 
 # ---------------------------------------------------------------- preset: paper
-def test_paper_preset_covers_every_reasoning_key_of_the_yaml_with_todays_values(data_root, workdir):
+def test_paper_preset_covers_every_reasoning_key_and_undoes_every_deviation_of_the_defaults(data_root, workdir):
     yaml_values = read_yaml(properties_dir() / "model" / "DiffuReasonSASRec.yaml")
     backbone = {"n_layers", "n_heads", "hidden_size", "inner_size", "hidden_dropout_prob", "attn_dropout_prob",
                 "hidden_act", "layer_norm_eps", "initializer_range", "loss_type"}
@@ -28,8 +28,21 @@ def test_paper_preset_covers_every_reasoning_key_of_the_yaml_with_todays_values(
                       cmd_args=[])
     for key, value in PAPER.items():
         assert config[key] == value, key
-    # The defaults are still the paper's configuration; the preset pins it for when they change.
-    assert {k: yaml_values[k] for k in PAPER} == PAPER
+    # The defaults are the recommended configuration: the paper's with a few named deviations, which the preset undoes.
+    assert {k: yaml_values[k] for k in PAPER} == RECOMMENDED
+    assert {k for k in PAPER if PAPER[k] != RECOMMENDED[k]} == {
+        "denoiser_output", "denoiser_zero_init", "diff_loss", "align_gradient"}
+
+
+def test_recommended_preset_is_the_defaults_and_explicit_keys_still_win(data_root, workdir):
+    base = {"data_path": str(data_root)}
+    defaults = DRConfig("DiffuReasonSASRec", "tiny", config_dict=base, cmd_args=[])
+    recommended = DRConfig("DiffuReasonSASRec", "tiny", config_dict={**base, "preset": "recommended"}, cmd_args=[])
+    for key, value in RECOMMENDED.items():
+        assert defaults[key] == recommended[key] == value, key
+    config = DRConfig("DiffuReasonSASRec", "tiny", cmd_args=["--preset=recommended", "--diff_loss=mse"],
+                      config_dict=base)
+    assert config["diff_loss"] == "mse" and config["denoiser_output"] == "anchor_residual"
 
 
 def test_keys_given_explicitly_win_over_the_preset_but_not_over_an_ablation(data_root, workdir):
@@ -43,7 +56,7 @@ def test_keys_given_explicitly_win_over_the_preset_but_not_over_an_ablation(data
 def test_unknown_preset_is_rejected(data_root, workdir):
     from recbole_diffureason.keys import ConfigError
 
-    with pytest.raises(ConfigError, match="'preset' is 'papers', but must be one of 'paper'"):
+    with pytest.raises(ConfigError, match="'preset' is 'papers', but must be one of 'paper', 'recommended'"):
         DRConfig("DiffuReasonSASRec", "tiny", config_dict={"data_path": str(data_root), "preset": "papers"},
                  cmd_args=[])
 
