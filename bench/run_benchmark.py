@@ -257,6 +257,7 @@ def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[s
     return {
         "protocol": protocol["name"],
         "dataset": protocol["dataset"],
+        "seed_means": seed_means(rows, protocol.get("baseline", "SASRec")),
         "description": protocol.get("description", ""),
         "baseline": protocol.get("baseline", "SASRec"),
         "common": protocol.get("common", {}),
@@ -266,6 +267,68 @@ def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[s
         "paper": protocol.get("paper", {}),
         "reference": protocol.get("reference", {}),
     }
+
+
+def mean_and_std(values: List[float]) -> Dict[str, Optional[float]]:
+    """Mean and sample standard deviation (None for a single value: one seed says nothing about the spread)."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def seed_means(rows: List[Dict[str, Any]], baseline: str) -> List[Dict[str, Any]]:
+    """Per run name, over its finished seeds: mean and std of every test metric, of the epochs and of the seconds;
+    and the change of its mean test NDCG@10 / Recall@10 against the baseline's mean over the same seeds (over all
+    the baseline's seeds, said in ``baseline_seeds``, when it lacks one of them). A gain is claimed on these means."""
+    by_name: Dict[str, List[Dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("finished") and r.get("test"):
+            by_name.setdefault(r["name"], []).append(r)
+    base_runs = {r["seed"]: r for r in rows if r.get("finished") and r.get("test") and r["model"] == baseline}
+    out = []
+    for name, runs in by_name.items():
+        seeds = sorted(r["seed"] for r in runs)
+        entry = {
+            "name": name, "model": runs[0]["model"], "seeds": seeds,
+            "test": {m: mean_and_std([r["test"][m] for r in runs]) for m in METRICS if all(m in r["test"] for r in runs)},
+            "epochs": mean_and_std([float(r["epochs_trained"]) for r in runs]),
+            "train_seconds_per_epoch": mean_and_std([r["train_seconds_per_epoch"] for r in runs]),
+            "valid_eval_seconds": mean_and_std([r["valid_eval_seconds"] for r in runs]),
+        }
+        base_seeds = seeds if all(s in base_runs for s in seeds) else sorted(base_runs)
+        if base_seeds and runs[0]["model"] != baseline:
+            base = [base_runs[s] for s in base_seeds]
+            entry["baseline_seeds"] = base_seeds
+            entry["test_change_vs_baseline"] = {
+                m: entry["test"][m]["mean"] / statistics.fmean(b["test"][m] for b in base) - 1.0
+                for m in ("ndcg@10", "recall@10") if m in entry["test"]}
+            entry["train_time_ratio"] = (entry["train_seconds_per_epoch"]["mean"]
+                                         / statistics.fmean(b["train_seconds_per_epoch"] for b in base))
+            base_eval = statistics.fmean(b["valid_eval_seconds"] for b in base)
+            entry["eval_time_ratio"] = entry["valid_eval_seconds"]["mean"] / base_eval if base_eval else None
+        out.append(entry)
+    return out
+
+
+def seed_means_table(summary: Dict[str, Any]) -> List[str]:
+    """The markdown of the mean-over-seeds table (test split), for protocols with several seeds of one run."""
+    entries = summary.get("seed_means") or []
+    if not any(len(e["seeds"]) > 1 for e in entries):
+        return []
+    lines = ["", "## Test metrics, mean ± std over seeds", "",
+             "| run | seeds | " + " | ".join(map(short_name, METRICS))
+             + " | epochs | s/epoch | train x | eval x | N@10 vs base | R@10 vs base | base seeds |",
+             "|" + "---|" * (len(METRICS) + 9)]
+    for e in entries:
+        cells = []
+        for m in METRICS:
+            v = e["test"].get(m)
+            cells.append("-" if v is None else fmt(v["mean"]) + ("" if v["std"] is None else f" ± {v['std']:.4f}"))
+        change = e.get("test_change_vs_baseline") or {}
+        lines.append(f"| {e['name']} | {', '.join(map(str, e['seeds']))} | " + " | ".join(cells) + " | "
+                     + " | ".join([fmt(e["epochs"]["mean"], 1), fmt(e["train_seconds_per_epoch"]["mean"], 1),
+                                   fmt(e.get("train_time_ratio"), 2), fmt(e.get("eval_time_ratio"), 2),
+                                   percent(change.get("ndcg@10")), percent(change.get("recall@10")),
+                                   ", ".join(map(str, e.get("baseline_seeds", []))) or "-"]) + " |")
+    return lines
 
 
 def fmt(v, digits=4):
@@ -312,6 +375,7 @@ def to_markdown(summary: Dict[str, Any]) -> str:
                       percent(change.get("ndcg@10")), percent(change.get("recall@10"))] if split == "test" else [""] * 7
             lines.append(f"| {r['name']} | {r['seed']} | {split} | " + " | ".join(fmt(values.get(m)) for m in METRICS)
                          + " | " + " | ".join(timing) + " |")
+    lines += seed_means_table(summary)
     staged = [r for r in summary["rows"] if r.get("stage_seconds_per_epoch")]
     if staged:
         lines += ["", "Training seconds per epoch of each stage (median; x = ratio to the baseline's epoch):", ""]

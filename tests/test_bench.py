@@ -34,6 +34,38 @@ def test_timing_ratio_uses_the_median_epoch_and_ignores_one_disturbed_epoch():
     assert abs(dr["test_change_vs_baseline"]["ndcg@10"] - 0.25) < 1e-9
 
 
+def seeded(name: str, model: str, seed: int, ndcg: float, seconds: float = 10.0) -> dict:
+    run = finished(name, model, [seconds] * 3, ndcg)
+    run.update(tag=f"{name}-seed{seed}", seed=seed)
+    return run
+
+
+def test_seed_means_compare_the_mean_of_each_run_with_the_baselines_mean_over_the_same_seeds():
+    results = [seeded("SASRec", "SASRec", 1, 0.040), seeded("SASRec", "SASRec", 2, 0.044),
+               seeded("SASRec", "SASRec", 3, 0.100),  # a seed DR lacks: left out of DR's comparison
+               seeded("DR", "DiffuReasonSASRec", 1, 0.045, 20.0), seeded("DR", "DiffuReasonSASRec", 2, 0.047, 20.0)]
+    summary = run_benchmark.summarise(PROTOCOL, results)
+    means = {e["name"]: e for e in summary["seed_means"]}
+    dr = means["DR"]
+    assert dr["seeds"] == [1, 2] and dr["baseline_seeds"] == [1, 2]
+    assert dr["test"]["ndcg@10"]["mean"] == pytest.approx(0.046)
+    assert dr["test"]["ndcg@10"]["std"] == pytest.approx(0.0014142, abs=1e-6)
+    assert dr["test_change_vs_baseline"]["ndcg@10"] == pytest.approx(0.046 / 0.042 - 1)
+    assert dr["train_time_ratio"] == pytest.approx(2.0)
+    assert "baseline_seeds" not in means["SASRec"]
+    table = run_benchmark.to_markdown(summary)
+    assert "## Test metrics, mean ± std over seeds" in table
+    assert "| DR | 1, 2 | " in table and "0.0460 ± 0.0014" in table and "+9.5%" in table
+
+
+def test_a_run_whose_seeds_the_baseline_lacks_is_compared_with_all_baseline_seeds():
+    results = [seeded("SASRec", "SASRec", 1, 0.040), seeded("SASRec", "SASRec", 2, 0.050),
+               seeded("DR", "DiffuReasonSASRec", 7, 0.045)]
+    dr = {e["name"]: e for e in run_benchmark.summarise(PROTOCOL, results)["seed_means"]}["DR"]
+    assert dr["baseline_seeds"] == [1, 2] and dr["test"]["ndcg@10"]["std"] is None
+    assert dr["test_change_vs_baseline"]["ndcg@10"] == pytest.approx(0.0)
+
+
 def test_unfinished_runs_report_their_best_validation_epoch(tmp_path):
     (tmp_path / "DR-seed2020.log").write_text(
         "x INFO  epoch 0 training [time: 100.00s, train loss: 1]\n"
