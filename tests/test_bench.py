@@ -256,7 +256,28 @@ def test_summary_only_without_runs_leaves_the_summary_alone(tmp_path, monkeypatc
     assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
 
 
-@pytest.mark.parametrize("module", ["bench.run_benchmark", "bench.compare_results"])
+@pytest.mark.parametrize("module", ["bench.run_benchmark", "bench.compare_results", "bench.evaluate_checkpoint"])
 def test_bench_scripts_run_as_modules_from_the_repository_root(module):
     done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
+
+
+def test_evaluate_checkpoint_scores_the_saved_weights_first_then_each_option(tiny_config, capsys):
+    from bench import evaluate_checkpoint
+    from recbole_diffureason.quick_start import run
+
+    result = run("DiffuReasonSASRec", "tiny", config_dict=dict(tiny_config, epochs=1), cmd_args=[])
+    capsys.readouterr()
+    assert evaluate_checkpoint.main([result["saved_model_file"], "--set", "eval_init_noise=zero"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [line["option"] for line in lines] == [{}, {"eval_init_noise": "zero"}]
+    assert all(line["split"] == "valid" for line in lines)
+    # The saved weights on the validation split: the run's own best validation score.
+    assert lines[0]["result"]["ndcg@10"] == pytest.approx(result["best_valid_result"]["ndcg@10"], abs=1e-4)
+
+
+def test_evaluate_checkpoint_refuses_an_option_without_a_value():
+    from bench import evaluate_checkpoint
+
+    with pytest.raises(SystemExit, match="--set needs KEY=VALUE, got 'eval_noise_draws'"):
+        evaluate_checkpoint.main(["model.pth", "--set", "eval_noise_draws"])
