@@ -62,13 +62,23 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", "-d", default=None, help="dataset name, e.g. ml-100k or Amazon_Beauty")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files, later ones win")
     parser.add_argument("--list_models", action="store_true", help="print the available models and exit")
+    add_distributed_arguments(parser)
+    return parser
+
+
+def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
+    """RecBole's DDP flags, shared by a single run and a group of runs."""
     ddp = parser.add_argument_group("distributed training (RecBole's arguments; gloo on CPU, NCCL on GPUs)")
     ddp.add_argument("--nproc", type=int, default=1, help="processes to start on this machine")
     ddp.add_argument("--world_size", type=int, default=-1, help="total processes over all machines (-1: nproc)")
     ddp.add_argument("--ip", default="localhost", help="address of the rank-0 machine")
     ddp.add_argument("--port", default="5678", help="free port on the rank-0 machine")
     ddp.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
-    return parser
+
+
+def distributed_arguments(args: argparse.Namespace) -> dict:
+    """The parsed DDP flags as keyword arguments of ``run`` and ``run_group``."""
+    return {key: getattr(args, key) for key in ("nproc", "world_size", "ip", "port", "group_offset")}
 
 
 def _split_overrides(unknown: List[str]) -> List[str]:
@@ -101,8 +111,8 @@ def train_main(argv: Sequence[str]) -> int:
         if not args.model or not args.dataset:
             raise ConfigError("Both --model and --dataset are required, e.g. --model=SASRec --dataset=ml-100k.")
         files = args.config_files.split() if args.config_files else None
-        result = run(args.model, args.dataset, config_file_list=files, cmd_args=overrides, nproc=args.nproc,
-                     world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
+        result = run(args.model, args.dataset, config_file_list=files, cmd_args=overrides,
+                     **distributed_arguments(args))
     except (ConfigError, UnknownModelError, DatasetNotFoundError, CheckpointError) as err:
         # ConfigError covers DatasetFieldError (a missing time column); CheckpointError a resume that cannot be.
         return fail(err)
@@ -202,12 +212,7 @@ def _group_parser() -> argparse.ArgumentParser:
                         "(default: group/<dataset>/)")
     parser.add_argument("--valid_latex", default=None, help="LaTeX table of the best validation results")
     parser.add_argument("--test_latex", default=None, help="LaTeX table of the test results")
-    ddp = parser.add_argument_group("distributed training (as for a single run)")
-    ddp.add_argument("--nproc", type=int, default=1)
-    ddp.add_argument("--world_size", type=int, default=-1)
-    ddp.add_argument("--ip", default="localhost")
-    ddp.add_argument("--port", default="5678")
-    ddp.add_argument("--group_offset", type=int, default=0)
+    add_distributed_arguments(parser)
     return parser
 
 
@@ -223,8 +228,8 @@ def group_main(argv: Sequence[str]) -> int:
         files = args.config_files.split() if args.config_files else None
         dataset = args.dataset or model_and_dataset(models[0], None, files, "--dataset=ml-100k")[1]
         summary = run_group(models, dataset, config_file_list=files, cmd_args=overrides, output_dir=args.output_dir,
-                            valid_latex=args.valid_latex, test_latex=args.test_latex, nproc=args.nproc,
-                            world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
+                            valid_latex=args.valid_latex, test_latex=args.test_latex,
+                            **distributed_arguments(args))
     except (ConfigError, UnknownModelError, DatasetNotFoundError) as err:
         return fail(err)
     print(json.dumps(summary, indent=2, default=str))
