@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Benchmark runs on a lent GPU machine that outlive one command (docs/results/README.md, "GPU sessions").
+#
+# A command on the device machine may run 10 minutes, and only files under $OUT come back, at most 16 MiB each:
+# a paper-size checkpoint with its optimizer state does not fit. So the runners are started once, detached
+# (setsid), and keep training while the machine stays warm between commands; every later command only watches
+# them and copies the small outputs (each run's result JSON and log, the summaries) to $OUT every 30 seconds,
+# so whatever a command had gathered when it ended comes back. A run that is still training when the machine
+# goes back is lost and is reported as unfinished, never as a result.
+#
+#   bench/gpu_session.sh start SECONDS PROTOCOL:JOBS:RUN[,RUN...] [PROTOCOL:JOBS:RUN...]
+#   bench/gpu_session.sh watch SECONDS
+#
+# ``start`` installs the wheels carried in .whl (RecBole and the few packages the machine lacks), copies the
+# carried converted datasets (bench/work/dataset) to /tmp/gpuw/dataset, starts CUDA MPS when the machine has it
+# (small kernels of concurrent runs then share the GPU instead of time-slicing), starts one detached
+# ``bench.run_benchmark`` per protocol with its own --jobs and --only, then watches for SECONDS.
+# Carry: .whl and bench/work/dataset.
+set -u
+W=/tmp/gpuw
+OUT=${OUT:-$W/out}
+mode=$1; seconds=$2; shift 2
+
+gather() {
+    mkdir -p "$OUT"
+    (cd $W && tar czf "$OUT/state.tgz.part" --exclude='*.pth' --exclude=dataset runs summaries 2>/dev/null) \
+        && mv "$OUT/state.tgz.part" "$OUT/state.tgz"
+    {
+        date -u +%FT%TZ
+        nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
+        for log in $W/runs/*/*.log; do
+            [ -f "$log" ] || continue
+            tag=$(basename "$log" .log)
+            epochs=$(grep -c "valid_score" "$log")
+            best=$(grep -o "valid_score: [0-9.]*" "$log" | awk '{print $2}' | sort -g | tail -1)
+            last=$(grep -o "train_seconds[^,]*\|epoch [0-9]* training \[time: [0-9.]*s" "$log" | tail -1)
+            state=running; [ -f "${log%.log}.json" ] && state=finished
+            grep -q "Traceback\|Error" "$log" && [ "$state" = running ] && state=error?
+            echo "$(basename "$(dirname "$log")") $tag: $state, $epochs evals, best valid $best, last: $last"
+        done
+    } > "$OUT/progress.txt"
+}
+
+if [ "$mode" = start ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+    mkdir -p $W/runs $W/summaries && cp -r bench/work/dataset $W/dataset
+    if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d 2>/dev/null; then
+        sleep 2
+        if python3 -c "import torch; torch.zeros(1, device='cuda'); print('MPS client ok')"; then
+            echo "CUDA MPS on"
+        else
+            echo quit | nvidia-cuda-mps-control; echo "CUDA MPS failed its check; off"
+        fi
+    else
+        echo "CUDA MPS not available; runs time-slice the GPU"
+    fi
+    python3 -c "import torch, numpy, recbole, recbole_diffureason; print('torch', torch.__version__, 'numpy', numpy.__version__, 'recbole', recbole.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')" || exit 1
+    # the runners find their data folder next to their work folder
+    ln -sfn $W/dataset $W/runs/dataset
+    for spec in "$@"; do
+        IFS=: read -r protocol jobs runs <<< "$spec"
+        name=$(basename "$protocol" .yaml)
+        setsid nohup python3 -m bench.run_benchmark "$protocol" --jobs "$jobs" --threads "$jobs" \
+            --only ${runs//,/ } --work $W/runs/$name --out $W/summaries \
+            > $W/runner-$name.log 2>&1 < /dev/null &
+        echo "started $name: jobs $jobs, runs ${runs//,/ }"
+    done
+fi
+
+end=$(( $(date +%s) + seconds ))
+while [ "$(date +%s)" -lt "$end" ]; do
+    gather
+    sleep 30
+done
+gather
+cat "$OUT/progress.txt"
+tail -n 3 $W/runner-*.log
