@@ -9,13 +9,14 @@
 # goes back is lost and is reported as unfinished, never as a result.
 #
 #   bench/gpu_session.sh start SECONDS PROTOCOL:JOBS:RUN[,RUN...] [PROTOCOL:JOBS:RUN...]
-#   bench/gpu_session.sh watch SECONDS
+#   bench/gpu_session.sh watch SECONDS     (returns early once every runner has ended)
 #
 # ``start`` installs the wheels carried in .whl (RecBole and the few packages the machine lacks), copies the
 # carried converted datasets (bench/work/dataset) to /tmp/gpuw/dataset, starts CUDA MPS when the machine has it
 # (small kernels of concurrent runs then share the GPU instead of time-slicing), starts one detached
 # ``bench.run_benchmark`` per protocol with its own --jobs and --only, then watches for SECONDS.
-# Carry: .whl and bench/work/dataset.
+# Carry: .whl and bench/work/dataset. The machine goes back 30 s after a command ends, so the next ``watch`` must
+# follow at once.
 set -u
 W=/tmp/gpuw
 OUT=${OUT:-$W/out}
@@ -44,6 +45,12 @@ gather() {
 if [ "$mode" = start ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+    # RecBole's quick_start imports ray at the top; where the machine lacks it, an empty stand-in does (the
+    # benchmarks never tune with Ray, and the real wheel is far over the carry limit).
+    if ! python3 -c "import ray" 2>/dev/null; then
+        mkdir -p /tmp/site/ray && printf 'from . import tune\n' > /tmp/site/ray/__init__.py && touch /tmp/site/ray/tune.py
+        echo "ray missing: an empty stand-in is used"
+    fi
     mkdir -p $W/runs $W/summaries && cp -r bench/work/dataset $W/dataset
     if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d 2>/dev/null; then
         sleep 2
@@ -68,9 +75,12 @@ if [ "$mode" = start ]; then
     done
 fi
 
+# Watch until SECONDS have passed or no runner is left (the bracket keeps pgrep from matching a command line
+# that merely quotes the pattern, such as the one that started this script).
 end=$(( $(date +%s) + seconds ))
 while [ "$(date +%s)" -lt "$end" ]; do
     gather
+    [ "$mode" = start ] || pgrep -f "bench[.]run_benchmark" >/dev/null || break
     sleep 30
 done
 gather

@@ -463,7 +463,9 @@ def unfinished_progress(protocol: Dict[str, Any], work: Path) -> List[Dict[str, 
         scores = [(int(m.group(1)), float(m.group(2))) for m in
                   re.finditer(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)\]", text)]
         seconds = [float(m.group(1)) for m in re.finditer(r"epoch \d+ training \[time: ([0-9.]+)s", text)]
-        crash = re.search(r"Traceback \(most recent call last\):.*?\n(\w*(?:Error|Exception)\w*: [^\n]*)", text, re.S)
+        # The exception's line may carry its module (recbole_diffureason.trainer.NonFiniteTrainingError: ...).
+        crash = re.search(r"Traceback \(most recent call last\):.*?\n((?:\w+\.)*\w*(?:Error|Exception)\w*: [^\n]*)",
+                          text, re.S)
         state = f"failed ({crash.group(1)[:200]})" if crash else "in progress"
         if scores:
             best_epoch, best = max(scores, key=lambda item: item[1])

@@ -131,6 +131,15 @@ def test_a_run_that_crashed_is_reported_as_failed_not_in_progress(tmp_path):
     assert rows[0]["error"].startswith("failed (ValueError: Training loss is nan): 1 epochs done")
 
 
+def test_a_crash_whose_exception_names_its_module_is_reported_as_failed(tmp_path):
+    (tmp_path / "DR-seed2020.log").write_text(
+        "x INFO  epoch 0 evaluating [time: 1.0s, valid_score: 0.020000]\n"
+        "Traceback (most recent call last):\n  File \"t.py\", line 1, in <module>\n"
+        "recbole_diffureason.trainer.NonFiniteTrainingError: The training loss is inf at epoch 1\n", encoding="utf-8")
+    rows = run_benchmark.unfinished_progress(PROTOCOL, tmp_path)
+    assert rows[0]["error"].startswith("failed (recbole_diffureason.trainer.NonFiniteTrainingError: The training loss is inf")
+
+
 def test_comparison_page_states_each_summarys_baseline_from_the_summary(tmp_path, monkeypatch):
     summary = run_benchmark.summarise(PROTOCOL, [finished("SASRec", "SASRec", [10], 0.04),
                                                  finished("DR", "DiffuReasonSASRec", [15], 0.05)])
