@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recbole_diffureason.config import DRConfig, properties_dir, read_yaml
-from recbole_diffureason.model.diffureason import ABLATIONS, PAPER, RECOMMENDED
+from recbole_diffureason.model.diffureason import ABLATIONS, COND_RESIDUAL_AUX, PAPER, RECOMMENDED
 from recbole_diffureason.quick_start import build_model
 from recbole_diffureason.registry import get_trainer
 from tests.helpers import build, first_batch
@@ -45,6 +45,18 @@ def test_recommended_preset_is_the_defaults_and_explicit_keys_still_win(data_roo
     assert config["diff_loss"] == "mse" and config["denoiser_output"] == "anchor_residual"
 
 
+def test_cond_residual_aux_preset_is_the_paper_with_the_residual_condition_and_the_backbone_ce(data_root, workdir):
+    assert {k for k in PAPER if PAPER[k] != COND_RESIDUAL_AUX[k]} == {
+        "denoiser_output", "denoiser_zero_init", "backbone_rec_weight"}
+    config = DRConfig("DiffuReasonSASRec", "tiny", cmd_args=["--preset=cond_residual_aux", "--beta=0.5"],
+                      config_dict={"data_path": str(data_root)})
+    for key, value in COND_RESIDUAL_AUX.items():
+        assert config[key] == (0.5 if key == "beta" else value), key
+    assert config["denoiser_output"] == "cond_residual" and config["backbone_rec_weight"] == 1.0
+    # it differs from the defaults also where the paper does: the MSE diffusion loss and the plain GRPO gradient
+    assert config["diff_loss"] == "mse" != RECOMMENDED["diff_loss"]
+
+
 def test_keys_given_explicitly_win_over_the_preset_but_not_over_an_ablation(data_root, workdir):
     base = {"data_path": str(data_root), "preset": "paper"}
     config = DRConfig("DiffuReasonSASRec", "tiny", config_dict={**base, "alpha": 0.25}, cmd_args=[])
@@ -56,7 +68,8 @@ def test_keys_given_explicitly_win_over_the_preset_but_not_over_an_ablation(data
 def test_unknown_preset_is_rejected(data_root, workdir):
     from recbole_diffureason.keys import ConfigError
 
-    with pytest.raises(ConfigError, match="'preset' is 'papers', but must be one of 'paper', 'recommended'"):
+    with pytest.raises(ConfigError, match="'preset' is 'papers', but must be one of 'paper', 'recommended', "
+                                          "'cond_residual_aux'"):
         DRConfig("DiffuReasonSASRec", "tiny", config_dict={"data_path": str(data_root), "preset": "papers"},
                  cmd_args=[])
 
