@@ -15,7 +15,8 @@
 # carried converted datasets (bench/work/dataset) to /tmp/gpuw/dataset, starts CUDA MPS when the machine has it
 # (small kernels of concurrent runs then share the GPU instead of time-slicing), starts one detached
 # ``bench.run_benchmark`` per protocol with its own --jobs and --only, then watches for SECONDS.
-# Carry: .whl and bench/work/dataset. The machine goes back 30 s after a command ends, so the next ``watch`` must
+# Carry: .whl and bench/work/dataset, and bench/work/<protocol> to skip the runs finished in an earlier session
+# (their result JSONs are copied in; a run with a log but no result starts again from epoch 0). The machine goes back 30 s after a command ends, so the next ``watch`` must
 # follow at once.
 set -u
 W=/tmp/gpuw
@@ -68,6 +69,9 @@ if [ "$mode" = start ]; then
     for spec in "$@"; do
         IFS=: read -r protocol jobs runs <<< "$spec"
         name=$(basename "$protocol" .yaml)
+        # finished runs carried in (bench/work/<protocol>) are skipped by the runner, not repeated
+        mkdir -p $W/runs/$name
+        [ -d "bench/work/$name" ] && cp bench/work/$name/*.json $W/runs/$name/ 2>/dev/null
         setsid nohup python3 -m bench.run_benchmark "$protocol" --jobs "$jobs" --threads "$jobs" \
             --only ${runs//,/ } --work $W/runs/$name --out $W/summaries \
             > $W/runner-$name.log 2>&1 < /dev/null &
