@@ -12,14 +12,16 @@
 #   bench/gpu_session.sh watch SECONDS     (returns early once every runner has ended)
 #
 # ``start`` installs the wheels carried in .whl (RecBole and the few packages the machine lacks), copies the
-# carried converted datasets (bench/work/dataset) to /tmp/gpuw/dataset, starts CUDA MPS when the machine has it
+# carried converted datasets (bench/work/dataset) to bench/work/gpu/runs/dataset, starts CUDA MPS when the machine has it
 # (small kernels of concurrent runs then share the GPU instead of time-slicing), starts one detached
 # ``bench.run_benchmark`` per protocol with its own --jobs and --only, then watches for SECONDS.
 # Carry: .whl and bench/work/dataset, and bench/work/<protocol> to skip the runs finished in an earlier session
 # (their result JSONs are copied in; a run with a log but no result starts again from epoch 0). The machine goes back 30 s after a command ends, so the next ``watch`` must
 # follow at once.
 set -u
-W=/tmp/gpuw
+# Inside the repository (ignored, never carried, so kept between commands): the runner records every path relative
+# to the repository root, and the summaries hold no path of the device machine.
+W=bench/work/gpu
 OUT=${OUT:-$W/out}
 mode=$1; seconds=$2; shift 2
 
@@ -52,7 +54,8 @@ if [ "$mode" = start ]; then
         mkdir -p /tmp/site/ray && printf 'from . import tune\n' > /tmp/site/ray/__init__.py && touch /tmp/site/ray/tune.py
         echo "ray missing: an empty stand-in is used"
     fi
-    mkdir -p $W/runs $W/summaries && cp -r bench/work/dataset $W/dataset
+    # the runners find their data folder next to their work folders
+    mkdir -p $W/runs $W/summaries && cp -r bench/work/dataset $W/runs/dataset
     if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d 2>/dev/null; then
         sleep 2
         if python3 -c "import torch; torch.zeros(1, device='cuda'); print('MPS client ok')"; then
@@ -64,8 +67,6 @@ if [ "$mode" = start ]; then
         echo "CUDA MPS not available; runs time-slice the GPU"
     fi
     python3 -c "import torch, numpy, recbole, recbole_diffureason; print('torch', torch.__version__, 'numpy', numpy.__version__, 'recbole', recbole.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')" || exit 1
-    # the runners find their data folder next to their work folder
-    ln -sfn $W/dataset $W/runs/dataset
     for spec in "$@"; do
         IFS=: read -r protocol jobs runs <<< "$spec"
         name=$(basename "$protocol" .yaml)

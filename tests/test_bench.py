@@ -4,6 +4,7 @@ protocol sources are read from, and the comparison page."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -221,6 +222,15 @@ def test_every_protocol_source_is_relative_to_the_source_folder():
         if source:
             parts = Path(source["input"]).parts
             assert not Path(source["input"]).is_absolute() and ".." not in parts, path.name
+
+
+def test_no_result_file_holds_a_path_of_the_machine_that_made_it():
+    # Paths are stored relative to the repository root; an absolute one names a folder of one machine only.
+    absolute = re.compile(r"(?<![\w.~])/(?:tmp|home|root|work|usr|opt|mnt|var)/")
+    files = sorted((ROOT / "docs" / "results").glob("*.*"))
+    assert files
+    for path in files:
+        assert not absolute.search(path.read_text(encoding="utf-8")), path.name
 
 
 def test_the_runner_records_its_module_command_and_starts_the_worker_as_a_module(tmp_path, monkeypatch):
