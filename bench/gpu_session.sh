@@ -27,20 +27,21 @@ mode=$1; seconds=$2; shift 2
 
 gather() {
     mkdir -p "$OUT"
+    # The runner's own summary, rewritten from what is in the work folders: finished runs with their metrics,
+    # unfinished ones with their epochs and best validation score, crashed ones with their error.
+    while read -r name protocol; do
+        python3 -m bench.run_benchmark "$protocol" --summary-only --work $W/runs/$name --out $W/summaries \
+            >/dev/null 2>&1
+    done < $W/protocols
     (cd $W && tar czf "$OUT/state.tgz.part" --exclude='*.pth' --exclude=dataset runs summaries 2>/dev/null) \
         && mv "$OUT/state.tgz.part" "$OUT/state.tgz"
     {
         date -u +%FT%TZ
         nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
-        for log in $W/runs/*/*.log; do
-            [ -f "$log" ] || continue
-            tag=$(basename "$log" .log)
-            epochs=$(grep -c "valid_score" "$log")
-            best=$(grep -o "valid_score: [0-9.]*" "$log" | awk '{print $2}' | sort -g | tail -1)
-            last=$(grep -o "train_seconds[^,]*\|epoch [0-9]* training \[time: [0-9.]*s" "$log" | tail -1)
-            state=running; [ -f "${log%.log}.json" ] && state=finished
-            grep -q "Traceback\|Error" "$log" && [ "$state" = running ] && state=error?
-            echo "$(basename "$(dirname "$log")") $tag: $state, $epochs evals, best valid $best, last: $last"
+        for summary in $W/summaries/*.md; do
+            [ -f "$summary" ] || continue
+            echo "$(basename "$summary" .md):"
+            grep -E '^\| [^|]+ \| [0-9]+ \| test \||not finished' "$summary" | cut -c1-240
         done
     } > "$OUT/progress.txt"
 }
@@ -55,7 +56,7 @@ if [ "$mode" = start ]; then
         echo "ray missing: an empty stand-in is used"
     fi
     # the runners find their data folder next to their work folders
-    mkdir -p $W/runs $W/summaries && cp -r bench/work/dataset $W/runs/dataset
+    mkdir -p $W/runs $W/summaries && cp -r bench/work/dataset $W/runs/dataset && : > $W/protocols
     if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d 2>/dev/null; then
         sleep 2
         if python3 -c "import torch; torch.zeros(1, device='cuda'); print('MPS client ok')"; then
@@ -71,7 +72,7 @@ if [ "$mode" = start ]; then
         IFS=: read -r protocol jobs runs <<< "$spec"
         name=$(basename "$protocol" .yaml)
         # finished runs carried in (bench/work/<protocol>) are skipped by the runner, not repeated
-        mkdir -p $W/runs/$name
+        mkdir -p $W/runs/$name && echo "$name $protocol" >> $W/protocols
         [ -d "bench/work/$name" ] && cp bench/work/$name/*.json $W/runs/$name/ 2>/dev/null
         setsid nohup python3 -m bench.run_benchmark "$protocol" --jobs "$jobs" --threads "$jobs" \
             --only ${runs//,/ } --work $W/runs/$name --out $W/summaries \
