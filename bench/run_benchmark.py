@@ -33,6 +33,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 SOURCE_ROOT_ENV = "RECBOLE_DR_SOURCE_ROOT"
+# Row fields computed against the baseline; recomputed whenever a summary is rewritten.
+RATIO_KEYS = ("train_time_ratio", "stage_time_ratio", "eval_time_ratio", "test_change_vs_baseline")
 # Where the public copy of each known source file comes from (by file name), for the missing-source message.
 PUBLIC_SOURCES = {
     "Beauty.txt": "the S3-Rec code release, RUCAIBox/CIKM2020-S3Rec on GitHub, file data/Beauty.txt",
@@ -216,8 +218,11 @@ def median(values: List[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
 
 
-def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[str, Any]:
-    rows = []
+def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]],
+              kept_rows: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
+    """The summary of ``results`` (run results as the worker writes them) plus ``kept_rows`` (finished rows of an
+    earlier summary, already in row form), with every ratio to the baseline computed afresh."""
+    rows = [{k: v for k, v in row.items() if k not in RATIO_KEYS} for row in kept_rows]
     for res in results:
         if not res.get("finished"):
             rows.append({"tag": res.get("tag"), "finished": False, "error": res.get("error")})
@@ -243,6 +248,8 @@ def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[s
             "machine": res.get("machine"),
             "device": res.get("device"),
         })
+    order = {tag: i for i, tag in enumerate(run_tags(protocol))}
+    rows.sort(key=lambda r: order.get(r.get("tag"), len(order)))
     base = {r["seed"]: r for r in rows if r.get("finished") and r["model"] == protocol.get("baseline", "SASRec")}
     for r in rows:
         b = base.get(r.get("seed"))
@@ -267,6 +274,20 @@ def summarise(protocol: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[s
         "paper": protocol.get("paper", {}),
         "reference": protocol.get("reference", {}),
     }
+
+
+def kept_from_previous_summary(protocol: Dict[str, Any], previous: Optional[Dict[str, Any]],
+                               present: Sequence[str]) -> List[Dict[str, Any]]:
+    """Finished rows of the previous summary whose run has no finished result in the work folder.
+
+    Work folders do not outlive the machine they ran on (a later session, another GPU stay), but the summary under
+    docs/results does: without this, a runner started for one more seed would rewrite the summary with that seed
+    alone. A row is kept only while the protocol still names its run and seed."""
+    if not previous:
+        return []
+    wanted, present = set(run_tags(protocol)), set(present)
+    return [row for row in previous.get("rows", [])
+            if row.get("finished") and row.get("tag") in wanted and row["tag"] not in present]
 
 
 def mean_and_std(values: List[float]) -> Dict[str, Optional[float]]:
@@ -398,6 +419,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (timings are only comparable with 1)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads shared by the jobs")
     parser.add_argument("--only", nargs="*", default=None, help="run only these run names")
+    parser.add_argument("--seeds", nargs="*", type=int, default=None,
+                        help="run only these seeds of the selected runs (e.g. the one seed a session has time for)")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default bench/work/<protocol>)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results", help="where the summary goes")
     parser.add_argument("--summary-only", action="store_true", help="rewrite the summary from finished runs; train nothing")
@@ -418,7 +441,7 @@ def main() -> int:
     data_root = work.parent / "dataset"
     ensure_dataset(protocol, data_root, args.source_root)
     jobs = [(run, seed) for run in protocol["runs"] if not args.only or run["name"] in args.only
-            for seed in run.get("seeds", protocol.get("seeds", [2020]))]
+            for seed in run.get("seeds", protocol.get("seeds", [2020])) if not args.seeds or seed in args.seeds]
     threads = max(1, args.threads // max(args.jobs, 1))
     failed: Dict[str, Dict[str, Any]] = {}
 
@@ -481,14 +504,20 @@ def write_summary(protocol: Dict[str, Any], work: Path, out: Path, failed: Dict[
                   keep_command: bool = False) -> Dict[str, Any]:
     """Write the summary of everything finished so far (after every run, so a long benchmark shows progress;
     runners started separately for different runs of one protocol share the same summary)."""
-    progress = unfinished_progress(protocol, work)  # a failed run's log says more than its exit code
+    previous_path = out / f"{protocol['name']}.json"
+    previous = None
+    if previous_path.is_file():
+        with open(previous_path, "r", encoding="utf-8") as f:
+            previous = json.load(f)
+    finished = finished_results(protocol, work)
+    kept = kept_from_previous_summary(protocol, previous, [r["tag"] for r in finished])
+    done = {r["tag"] for r in kept}
+    progress = [r for r in unfinished_progress(protocol, work) if r["tag"] not in done]  # a log says more than an exit code
     logged = {r["tag"] for r in progress}
-    summary = summarise(protocol, finished_results(protocol, work)
-                        + [r for tag, r in failed.items() if tag not in logged] + progress)
-    previous = out / f"{protocol['name']}.json"
-    if keep_command and previous.is_file():
-        with open(previous, "r", encoding="utf-8") as f:
-            summary["command"] = json.load(f).get("command", summary["command"])
+    summary = summarise(protocol, finished + [r for tag, r in failed.items() if tag not in logged | done] + progress,
+                        kept_rows=kept)
+    if keep_command and previous:
+        summary["command"] = previous.get("command", summary["command"])
     out.mkdir(parents=True, exist_ok=True)
     with open(out / f"{protocol['name']}.json", "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)

@@ -300,3 +300,54 @@ def test_evaluate_checkpoint_refuses_an_option_without_a_value():
 
     with pytest.raises(SystemExit, match="--set needs KEY=VALUE, got 'eval_noise_draws'"):
         evaluate_checkpoint.main(["model.pth", "--set", "eval_noise_draws"])
+
+
+def _write_result(work: Path, result: dict) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / f"{result['tag']}.json").write_text(json.dumps(result), encoding="utf-8")
+
+
+def test_a_summary_rewritten_from_a_new_work_folder_keeps_the_earlier_finished_runs(tmp_path):
+    """Work folders are lost with their machine; the rows of docs/results are not, and must survive a new run."""
+    protocol = {**PROTOCOL, "seeds": [1, 2]}
+    out, old_work, new_work = tmp_path / "out", tmp_path / "old", tmp_path / "new"
+    base1 = {**finished("SASRec", "SASRec", [10], 0.04)}
+    dr1 = {**finished("DR", "DiffuReasonSASRec", [20], 0.05)}
+    _write_result(old_work, base1)
+    _write_result(old_work, dr1)
+    run_benchmark.write_summary(protocol, old_work, out, {})
+    base2 = {**finished("SASRec", "SASRec", [12], 0.02), "tag": "SASRec-seed2", "seed": 2}
+    _write_result(new_work, base2)
+    summary = run_benchmark.write_summary(protocol, new_work, out, {})
+    rows = {r["tag"]: r for r in summary["rows"]}
+    assert list(rows) == ["SASRec-seed1", "SASRec-seed2", "DR-seed1"]  # protocol order
+    assert rows["DR-seed1"]["test_change_vs_baseline"]["ndcg@10"] == pytest.approx(0.25)
+    assert rows["SASRec-seed2"]["train_seconds_per_epoch"] == 12
+    sasrec = {e["name"]: e for e in summary["seed_means"]}["SASRec"]
+    assert sasrec["seeds"] == [1, 2] and sasrec["test"]["ndcg@10"]["mean"] == pytest.approx(0.03)
+    assert json.loads((out / "p.json").read_text(encoding="utf-8"))["rows"] == summary["rows"]
+
+
+def test_a_finished_run_in_the_work_folder_replaces_its_earlier_row_and_dropped_runs_go(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "w"
+    _write_result(work, finished("SASRec", "SASRec", [10], 0.04))
+    _write_result(work, finished("DR", "DiffuReasonSASRec", [20], 0.05))
+    protocol = {**PROTOCOL, "seeds": [1]}
+    run_benchmark.write_summary(protocol, work, out, {})
+    rerun = tmp_path / "w2"
+    _write_result(rerun, finished("SASRec", "SASRec", [30], 0.05))
+    without_dr = {**protocol, "runs": [{"name": "SASRec", "model": "SASRec"}]}
+    rows = run_benchmark.write_summary(without_dr, rerun, out, {})["rows"]
+    assert [(r["tag"], r["train_seconds_per_epoch"]) for r in rows] == [("SASRec-seed1", 30)]
+
+
+def test_an_unfinished_run_does_not_hide_its_earlier_finished_row(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "w"
+    protocol = {**PROTOCOL, "seeds": [1]}
+    _write_result(work, finished("SASRec", "SASRec", [10], 0.04))
+    run_benchmark.write_summary(protocol, work, out, {})
+    again = tmp_path / "w2"
+    again.mkdir()
+    (again / "SASRec-seed1.log").write_text("epoch 0 training [time: 9.0s, ...]\n", encoding="utf-8")
+    rows = run_benchmark.write_summary(protocol, again, out, {})["rows"]
+    assert [(r["tag"], r["finished"]) for r in rows] == [("SASRec-seed1", True)]
