@@ -8,7 +8,8 @@
 # so whatever a command had gathered when it ended comes back. A run that is still training when the machine
 # goes back is lost and is reported as unfinished, never as a result.
 #
-#   bench/gpu_session.sh start SECONDS PROTOCOL:JOBS:RUN[,RUN...] [PROTOCOL:JOBS:RUN...]
+#   bench/gpu_session.sh start SECONDS PROTOCOL:JOBS:RUN[,RUN...][:SEED[,SEED...]] [PROTOCOL:JOBS:RUN...]
+#   (SEEDS, when given, picks those seeds of the runs; one protocol may appear in several specs)
 #   bench/gpu_session.sh watch SECONDS     (returns early once every runner has ended)
 #
 # ``start`` installs the wheels carried in .whl (RecBole and the few packages the machine lacks), copies the
@@ -68,16 +69,18 @@ if [ "$mode" = start ]; then
         echo "CUDA MPS not available; runs time-slice the GPU"
     fi
     python3 -c "import torch, numpy, recbole, recbole_diffureason; print('torch', torch.__version__, 'numpy', numpy.__version__, 'recbole', recbole.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')" || exit 1
+    i=0
     for spec in "$@"; do
-        IFS=: read -r protocol jobs runs <<< "$spec"
-        name=$(basename "$protocol" .yaml)
+        IFS=: read -r protocol jobs runs seeds <<< "$spec"
+        name=$(basename "$protocol" .yaml); i=$((i + 1))
         # finished runs carried in (bench/work/<protocol>) are skipped by the runner, not repeated
-        mkdir -p $W/runs/$name && echo "$name $protocol" >> $W/protocols
+        mkdir -p $W/runs/$name
+        grep -qx "$name $protocol" $W/protocols || echo "$name $protocol" >> $W/protocols
         [ -d "bench/work/$name" ] && cp bench/work/$name/*.json $W/runs/$name/ 2>/dev/null
         setsid nohup python3 -m bench.run_benchmark "$protocol" --jobs "$jobs" --threads "$jobs" \
-            --only ${runs//,/ } --work $W/runs/$name --out $W/summaries \
-            > $W/runner-$name.log 2>&1 < /dev/null &
-        echo "started $name: jobs $jobs, runs ${runs//,/ }"
+            --only ${runs//,/ } ${seeds:+--seeds ${seeds//,/ }} --work $W/runs/$name --out $W/summaries \
+            > $W/runner-$i-$name.log 2>&1 < /dev/null &
+        echo "started $name: jobs $jobs, runs ${runs//,/ }${seeds:+, seeds ${seeds//,/ }}"
     done
 fi
 
