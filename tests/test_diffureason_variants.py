@@ -22,7 +22,7 @@ def test_paper_preset_covers_every_reasoning_key_and_undoes_every_deviation_of_t
     backbone = {"n_layers", "n_heads", "hidden_size", "inner_size", "hidden_dropout_prob", "attn_dropout_prob",
                 "hidden_act", "layer_norm_eps", "initializer_range", "loss_type"}
     not_method = {"preset", "ablation", "diagnose", "diagnose_every", "reward_rank_method", "reward_candidates",
-                  "stage1_epochs"}  # selectors, logging and exact speed-ups that change no number
+                  "stage1_epochs", "eval_latent"}  # selectors, logging and exact speed-ups that change no number
     assert set(PAPER) == set(yaml_values) - backbone - not_method
     config = DRConfig("DiffuReasonSASRec", "tiny", config_dict={"data_path": str(data_root), "preset": "paper"},
                       cmd_args=[])
@@ -95,6 +95,31 @@ def test_anchor_residual_learns_a_correction_and_needs_its_anchor(tiny_config):
     assert last.grad[: model.hidden_size].abs().sum() > 0  # the zero half is trained
     with pytest.raises(ValueError, match="needs the anchor"):
         model.refiner(torch.zeros(2, model.hidden_size), torch.zeros(2, model.hidden_size), sample_intermediate=False)
+
+
+def test_eval_latent_backbone_scores_the_backbones_h_last_and_mu_is_the_default(tiny_config):
+    _, model, _, _, test_data = make(tiny_config, denoiser_output="anchor_residual", denoiser_zero_init=True)
+    with torch.no_grad():
+        model.refiner.body[-1].weight.normal_()  # as after training: the residual is no longer zero
+    model.eval()
+    batch = first_batch(test_data)
+    with torch.no_grad():
+        refined = model.full_sort_predict(batch)
+        h_last = model.encode(batch)[2]
+        model.eval_latent = "backbone"
+        backbone = model.full_sort_predict(batch)
+    assert torch.equal(backbone, model.score_all(h_last))
+    assert not torch.allclose(backbone, refined)
+    _, default, _, _, _ = make(tiny_config)
+    assert default.eval_latent == "mu"
+
+
+def test_an_unknown_eval_latent_is_refused_with_the_choices(data_root, workdir):
+    from recbole_diffureason.keys import ConfigError
+
+    with pytest.raises(ConfigError, match="'eval_latent' is 'h_L', but must be one of 'mu', 'backbone'"):
+        DRConfig("DiffuReasonSASRec", "tiny", config_dict={"data_path": str(data_root), "eval_latent": "h_L"},
+                 cmd_args=[])
 
 
 # ---------------------------------------------------------------- relative warm-start noise

@@ -143,6 +143,7 @@ class DiffuReason(ReasoningRecommender):
         "eval_init_noise": Choice(choices=("seeded", "zero")),
         "eval_noise_seed": Int(min=0),
         "eval_noise_draws": Int(min=1),
+        "eval_latent": Choice(choices=("mu", "backbone")),
         "alpha": Float(min=0.0),
         "beta": Float(min=0.0),
         "detach_target": Bool(),
@@ -242,6 +243,7 @@ class DiffuReason(ReasoningRecommender):
         self.eval_init_noise = config["eval_init_noise"]
         self.eval_noise_seed = config["eval_noise_seed"]
         self.eval_noise_draws = config["eval_noise_draws"]
+        self.eval_latent = config["eval_latent"]
 
     # ------------------------------------------------------------------ subclass hooks
     def build_backbone(self, config, dataset) -> None:
@@ -325,7 +327,13 @@ class DiffuReason(ReasoningRecommender):
         return ReasoningOutput(policy, thoughts, cond)
 
     def anchor(self, interaction) -> torch.Tensor:
-        """``z_anchor = mu``; averaged over ``eval_noise_draws`` noise draws in evaluation."""
+        """``z_anchor = mu``; averaged over ``eval_noise_draws`` noise draws in evaluation.
+
+        With ``eval_latent: backbone`` evaluation scores the backbone's own ``h_L`` instead: what the backbone
+        inside this model ranks without the reasoning path, so the path's contribution can be measured.
+        """
+        if not self.training and self.eval_latent == "backbone":
+            return self.encode(interaction)[2]
         if self.training or self.eval_noise_draws == 1 or not self.use_diffusion:
             return self.forward(interaction).policy.mu
         return torch.stack([self.forward(interaction, draw=i).policy.mu for i in range(self.eval_noise_draws)]).mean(0)
