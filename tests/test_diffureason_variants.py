@@ -164,3 +164,56 @@ def test_diagnosis_logs_the_fit_and_gradients_without_changing_the_losses(tiny_c
         assert key in stats and stats[key] == stats[key], key  # present and not NaN
     assert stats["noise_to_thought"] > 0 and stats["grad_backbone_rec"] > 0
     assert all(p.grad is None for p in diagnosed.parameters())  # diagnosis never accumulates gradients
+
+
+# ---------------------------------------------------------------- backbone_checkpoint
+@pytest.fixture(scope="module")
+def trained_sasrec(tmp_path_factory, data_root):
+    """A SASRec trained one epoch on the tiny dataset through the plugin, and its checkpoint."""
+    from recbole_diffureason.quick_start import run
+    from tests.conftest import SMALL_MODEL
+
+    folder = tmp_path_factory.mktemp("sasrec")
+    config = {"data_path": str(data_root), "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+              "MAX_ITEM_LIST_LENGTH": 8, "train_batch_size": 64, "eval_batch_size": 64, "epochs": 1,
+              "checkpoint_dir": str(folder), "saved_model_file": str(folder / "SASRec.pth"), "show_progress": False,
+              "state": "ERROR", "seed": 2020, "metrics": ["Recall", "NDCG"], "topk": [5, 10],
+              "valid_metric": "NDCG@10", **SMALL_MODEL}
+    run("SASRec", "tiny", config_dict=config, evaluate_test=False)
+    return folder / "SASRec.pth"
+
+
+def test_backbone_checkpoint_starts_from_the_trained_sasrec_and_scores_as_it_before_training(tiny_config, trained_sasrec):
+    from recbole_diffureason import checkpoint
+
+    _, model, train_data, _, test_data = make(tiny_config, backbone_checkpoint=str(trained_sasrec))
+    state = checkpoint.load(trained_sasrec)
+    for name, tensor in state["state_dict"].items():
+        assert torch.equal(model.backbone.sasrec.state_dict()[name], tensor), name
+    sasrec = build_model(DRConfig("SASRec", "tiny", config_dict=tiny_config, cmd_args=[]), train_data)
+    sasrec.load_state_dict(state["state_dict"])
+    model.eval()
+    sasrec.eval()
+    batch = first_batch(test_data)
+    with torch.no_grad():  # the defaults' zero-initialised anchor residual: exactly the loaded SASRec's scores
+        assert torch.equal(model.full_sort_predict(batch), sasrec.full_sort_predict(batch))
+    _, scratch, _, _, _ = make(tiny_config)  # same seed, from scratch: the reasoning modules start the same
+    for name, tensor in scratch.thinker.state_dict().items():
+        assert torch.equal(model.thinker.state_dict()[name], tensor), name
+    assert not torch.equal(scratch.backbone.sasrec.item_embedding.weight, model.backbone.sasrec.item_embedding.weight)
+
+
+def test_backbone_checkpoint_refuses_a_missing_file_another_model_and_other_sizes(tiny_config, trained_sasrec, tmp_path):
+    from recbole_diffureason.checkpoint import CheckpointError
+    from recbole_diffureason.keys import ConfigError
+
+    with pytest.raises(ConfigError, match="does not exist: give the .pth file a SASRec run wrote"):
+        make(tiny_config, backbone_checkpoint=str(tmp_path / "nope.pth"))
+    with pytest.raises(CheckpointError, match="does not fit model SASRec as configured now"):
+        make(tiny_config, backbone_checkpoint=str(trained_sasrec), hidden_size=16, inner_size=16)
+    state = torch.load(trained_sasrec, weights_only=True)
+    state["model_class"] = "DiffuReasonSASRec"
+    other = tmp_path / "dr.pth"
+    torch.save(state, other)
+    with pytest.raises(ConfigError, match="holds a DiffuReasonSASRec checkpoint; it must be a SASRec one"):
+        make(tiny_config, backbone_checkpoint=str(other))

@@ -74,7 +74,7 @@ PAPER: Dict[str, object] = {
     "group_size": 8, "reward": "hit", "reward_k": 1, "clip_eps": 0.2, "adv_eps": 0.0001, "detach_actions": True,
     "align_gradient": "score",
     "kl_weight": 0.0, "training_schedule": "end_to_end", "two_stage_finetune_loss": "full",
-    "backbone_rec_weight": 0.0, "reasoning_init": "pytorch", "reasoning_learning_rate": None,
+    "backbone_rec_weight": 0.0, "backbone_checkpoint": None, "reasoning_init": "pytorch", "reasoning_learning_rate": None,
     "clip_grad_norm": {"max_norm": 5.0},
 }
 # The configuration chosen on the validation split (docs/results/diagnosis.md, docs/results/beauty_cpu_seeds.md),

@@ -14,15 +14,21 @@ are scored by the dot product with the backbone's item embedding table (tied wei
 * v_target (Eq. 7) = E[target];
 * reward (Eq. 9) = 1[argmax_{n >= 1} z_i E^T = target] by default (Hit@1), computed exactly with a pruned
   full-catalogue ranking (``reward_rank_method``).
+
+``backbone_checkpoint`` (not in the paper, which trains everything from scratch) starts the backbone from a
+trained ``SASRec`` checkpoint of the same data and sizes; with the zero-initialised anchor residual the model
+then scores exactly as that SASRec before its first step.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, Tuple
 
 import torch
 
-from recbole_diffureason.keys import SASREC_KEYS, Int, Key, check_heads_divide_width
+from recbole_diffureason import checkpoint
+from recbole_diffureason.keys import SASREC_KEYS, ConfigError, Int, Key, Str, check_heads_divide_width
 from recbole_diffureason.model.diffureason import DiffuReason
 from recbole_diffureason.modules.grpo import rewards_from_rank, target_rank
 from recbole_diffureason.modules.encoders import SASRecEncoder
@@ -32,7 +38,7 @@ class DiffuReasonSASRec(DiffuReason):
     """DiffuReason (Eqs. 1-13) over RecBole's SASRec with tied item embeddings."""
 
     backbone_name = "SASRec"
-    config_keys: Dict[str, Key] = {**SASREC_KEYS, "n_layers": Int(min=1)}
+    config_keys: Dict[str, Key] = {**SASREC_KEYS, "n_layers": Int(min=1), "backbone_checkpoint": Str(optional=True)}
 
     @classmethod
     def check_config(cls, config: dict) -> None:
@@ -41,6 +47,22 @@ class DiffuReasonSASRec(DiffuReason):
 
     def build_backbone(self, config, dataset) -> None:
         self.backbone = SASRecEncoder(config, dataset)
+        if config["backbone_checkpoint"]:  # loading draws no random numbers: the other modules' init is unchanged
+            self.load_backbone(config["backbone_checkpoint"], dataset)
+
+    def load_backbone(self, path: str, dataset) -> None:
+        """Copy the weights of a trained ``SASRec`` checkpoint (written through this plugin) into the backbone,
+        after checking that it is a SASRec trained on this data with these sizes."""
+        if not Path(path).is_file():
+            raise ConfigError(f"backbone_checkpoint '{path}' does not exist: give the .pth file a SASRec run wrote "
+                              "(saved_model_file, or saved/SASRec-<dataset>-<time>.pth).")
+        state = checkpoint.load(path, map_location="cpu")
+        trained = str(state.get("model_class", state["config_dict"].get("model")))
+        if trained != "SASRec":
+            raise ConfigError(f"backbone_checkpoint '{path}' holds a {trained} checkpoint; it must be a SASRec one.")
+        checkpoint.check_fingerprint(state, checkpoint.dataset_fingerprint(dataset), path)
+        checkpoint.check_weights_fit(state, self.backbone.sasrec, path)
+        self.backbone.sasrec.load_state_dict(state["state_dict"])
 
     def encode(self, interaction) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.backbone(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
