@@ -121,6 +121,13 @@ def repo_relative(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def seeded_overrides(overrides: Dict[str, Any], seed: int) -> Dict[str, Any]:
+    """``{seed}`` in a string value becomes the run's seed, so a run can name the output of the same seed of
+    another run (e.g. ``backbone_checkpoint: bench/work/p/SASRec-seed{seed}.pth``)."""
+    return {key: value.replace("{seed}", str(seed)) if isinstance(value, str) else value
+            for key, value in overrides.items()}
+
+
 def run_one(protocol: Dict[str, Any], run: Dict[str, Any], seed: int, work: Path, data_root: Path, threads: int) -> Dict:
     tag = f"{run['name']}-seed{seed}"
     result_file = work / f"{tag}.json"
@@ -132,7 +139,7 @@ def run_one(protocol: Dict[str, Any], run: Dict[str, Any], seed: int, work: Path
             return done
     config = {
         **protocol.get("common", {}),
-        **run.get("overrides", {}),
+        **seeded_overrides(run.get("overrides", {}), seed),
         "seed": seed,
         # Relative to the repository root, where the worker runs: the summaries record no machine's paths.
         "data_path": repo_relative(data_root),

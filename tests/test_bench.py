@@ -351,3 +351,22 @@ def test_an_unfinished_run_does_not_hide_its_earlier_finished_row(tmp_path):
     (again / "SASRec-seed1.log").write_text("epoch 0 training [time: 9.0s, ...]\n", encoding="utf-8")
     rows = run_benchmark.write_summary(protocol, again, out, {})["rows"]
     assert [(r["tag"], r["finished"]) for r in rows] == [("SASRec-seed1", True)]
+
+
+def test_seed_in_a_string_override_becomes_the_runs_seed():
+    overrides = {"backbone_checkpoint": "bench/work/p/SASRec-seed{seed}.pth", "learning_rate": 0.001, "preset": "paper"}
+    assert run_benchmark.seeded_overrides(overrides, 2022) == {
+        "backbone_checkpoint": "bench/work/p/SASRec-seed2022.pth", "learning_rate": 0.001, "preset": "paper"}
+
+
+def test_every_warm_started_run_comes_after_the_run_that_writes_its_checkpoint():
+    """A runner goes through a protocol in order: a run reading another run's checkpoint must follow it."""
+    for path in sorted((ROOT / "bench" / "protocols").glob("*.yaml")):
+        protocol = yaml.safe_load(path.read_text(encoding="utf-8"))
+        names = [run["name"] for run in protocol["runs"]]
+        for position, run in enumerate(protocol["runs"]):
+            source = str(run.get("overrides", {}).get("backbone_checkpoint") or "")
+            if source:
+                writer = re.search(r"/([^/]+)-seed\{seed\}\.pth$", source)
+                assert writer, f"{path.name}: {run['name']} names no run's checkpoint by seed: {source}"
+                assert writer.group(1) in names[:position], f"{path.name}: {run['name']} comes before {writer.group(1)}"
