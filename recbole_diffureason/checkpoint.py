@@ -83,6 +83,11 @@ def save(payload: Dict[str, Any], path: os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def written_by(state: Mapping[str, Any]) -> str:
+    """The model that wrote a checkpoint loaded by :func:`load`."""
+    return str(state.get("model_class", state["config_dict"].get("model")))
+
+
 def load(path: os.PathLike, map_location: Any = "cpu", resume: bool = False, mmap: bool = False) -> Dict[str, Any]:
     """Read one of our checkpoints safely; ``resume=True`` also requires the training state of a ``*-last.pth``.
 

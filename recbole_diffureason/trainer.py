@@ -232,7 +232,7 @@ class DRTrainerMixin:
     def resume_checkpoint(self, resume_file):
         """RecBole's API: continue training from a checkpoint written by this trainer."""
         state = checkpoint.load(resume_file, map_location=self.device, resume=False)
-        written_by = str(state.get("model_class", state["config_dict"]["model"]))
+        written_by = checkpoint.written_by(state)
         if written_by.lower() != self.config["model"].lower():
             raise checkpoint.CheckpointError(
                 f"Checkpoint '{resume_file}' was written by model {written_by}, not {self.config['model']}: "

@@ -167,20 +167,14 @@ def test_diagnosis_logs_the_fit_and_gradients_without_changing_the_losses(tiny_c
 
 
 # ---------------------------------------------------------------- backbone_checkpoint
-@pytest.fixture(scope="module")
-def trained_sasrec(tmp_path_factory, data_root):
+@pytest.fixture
+def trained_sasrec(tiny_config, tmp_path):
     """A SASRec trained one epoch on the tiny dataset through the plugin, and its checkpoint."""
     from recbole_diffureason.quick_start import run
-    from tests.conftest import SMALL_MODEL
 
-    folder = tmp_path_factory.mktemp("sasrec")
-    config = {"data_path": str(data_root), "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-              "MAX_ITEM_LIST_LENGTH": 8, "train_batch_size": 64, "eval_batch_size": 64, "epochs": 1,
-              "checkpoint_dir": str(folder), "saved_model_file": str(folder / "SASRec.pth"), "show_progress": False,
-              "state": "ERROR", "seed": 2020, "metrics": ["Recall", "NDCG"], "topk": [5, 10],
-              "valid_metric": "NDCG@10", **SMALL_MODEL}
-    run("SASRec", "tiny", config_dict=config, evaluate_test=False)
-    return folder / "SASRec.pth"
+    path = tmp_path / "SASRec.pth"
+    run("SASRec", "tiny", config_dict={**tiny_config, "saved_model_file": str(path)}, evaluate_test=False)
+    return path
 
 
 def test_backbone_checkpoint_starts_from_the_trained_sasrec_and_scores_as_it_before_training(tiny_config, trained_sasrec):

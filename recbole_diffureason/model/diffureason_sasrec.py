@@ -57,7 +57,7 @@ class DiffuReasonSASRec(DiffuReason):
             raise ConfigError(f"backbone_checkpoint '{path}' does not exist: give the .pth file a SASRec run wrote "
                               "(saved_model_file, or saved/SASRec-<dataset>-<time>.pth).")
         state = checkpoint.load(path, map_location="cpu")
-        trained = str(state.get("model_class", state["config_dict"].get("model")))
+        trained = checkpoint.written_by(state)
         if trained != "SASRec":
             raise ConfigError(f"backbone_checkpoint '{path}' holds a {trained} checkpoint; it must be a SASRec one.")
         checkpoint.check_fingerprint(state, checkpoint.dataset_fingerprint(dataset), path)
