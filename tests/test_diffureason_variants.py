@@ -211,3 +211,40 @@ def test_backbone_checkpoint_refuses_a_missing_file_another_model_and_other_size
     torch.save(state, other)
     with pytest.raises(ConfigError, match="holds a DiffuReasonSASRec checkpoint; it must be a SASRec one"):
         make(tiny_config, backbone_checkpoint=str(other))
+
+
+# ---------------------------------------------------------------- training_schedule: backbone_first
+def test_backbone_first_stage_trains_the_backbone_alone_with_sasrecs_loss_and_scores(tiny_config):
+    # The paper's refinement, so that mu differs from h_L (the defaults' zero-initialised residual makes them equal).
+    _, model, train_data, _, test_data = make(tiny_config, preset="paper", training_schedule="backbone_first",
+                                              stage1_epochs=3, epochs=4)
+    assert model.training_stages() == [("backbone", 3), ("train", 4)]
+    sasrec = build_model(DRConfig("SASRec", "tiny", config_dict=tiny_config, cmd_args=[]), train_data)
+    sasrec.load_state_dict(model.backbone.sasrec.state_dict())
+    model.set_training_stage("backbone")
+    model.train()
+    sasrec.train()
+    batch = first_batch(train_data)
+    torch.manual_seed(7)
+    expected = sasrec.calculate_loss(batch)
+    torch.manual_seed(7)  # the same dropout masks, because the stage draws no other random number
+    losses = dict(zip(model.loss_names, model.calculate_loss(batch)))
+    assert torch.equal(losses["backbone_rec"], expected)
+    assert all(losses[name] == 0 for name in ("rec", "diff", "align", "kl"))
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in model.reasoning_parameters())
+    assert [id(p) for p in model.parameter_groups()] == [id(p) for p in model.backbone_parameters()]
+    model.eval()
+    sasrec.eval()
+    eval_batch = first_batch(test_data)
+    with torch.no_grad():  # early stopping in this stage judges the backbone, not the untrained reasoning path
+        assert torch.equal(model.full_sort_predict(eval_batch), sasrec.full_sort_predict(eval_batch))
+        model.set_training_stage("train")
+        assert not torch.equal(model.full_sort_predict(eval_batch), sasrec.full_sort_predict(eval_batch))
+
+
+def test_backbone_first_and_backbone_checkpoint_together_are_refused(tiny_config, trained_sasrec):
+    from recbole_diffureason.keys import ConfigError
+
+    with pytest.raises(ConfigError, match="set only one of them"):
+        make(tiny_config, training_schedule="backbone_first", backbone_checkpoint=str(trained_sasrec))

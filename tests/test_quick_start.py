@@ -126,6 +126,17 @@ def test_two_stage_schedule_trains_both_stages(tiny_config):
     assert "frac_groups_with_signal" in finetune["diagnostics"]
 
 
+def test_backbone_first_schedule_trains_the_backbone_then_the_full_model_from_its_best_weights(tiny_config):
+    config = dict(tiny_config, training_schedule="backbone_first", stage1_epochs=2, epochs=1)
+    result = run("DiffuReasonSASRec", "tiny", config_dict=config, cmd_args=[])
+    assert [h["stage"] for h in result["history"]] == ["backbone", "backbone", "train"]
+    for epoch in result["history"][:2]:
+        assert epoch["losses"]["rec"] == 0.0 and epoch["losses"]["backbone_rec"] > 0
+        assert "frac_groups_with_signal" not in epoch["diagnostics"]
+    assert result["history"][2]["losses"]["rec"] > 0
+    assert "frac_groups_with_signal" in result["history"][2]["diagnostics"]
+
+
 def test_interrupted_two_stage_run_with_kl_keeps_the_stage1_reference(tiny_config):
     # The fine-tuning KL is taken against the stage-1 model; a resume in fine-tuning must keep that reference
     # (saved in the checkpoint), not freeze the weights it resumed from.

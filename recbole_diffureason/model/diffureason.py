@@ -99,6 +99,13 @@ PRESETS: Dict[str, Dict[str, object]] = {"paper": PAPER, "recommended": RECOMMEN
                                          "cond_residual_aux": COND_RESIDUAL_AUX}
 
 
+# end_to_end: the paper. two_stage: Table 3's "with Two-stage". backbone_first (not in the paper): the backbone
+# is first trained alone with its own next-item CE, as a standalone SASRec, early-stopped on validation; the full
+# model then starts from that converged backbone (docs/results/diagnosis.md: trained jointly, the backbone ends
+# below a standalone SASRec and the reasoning path only makes up for it).
+TRAINING_SCHEDULES = ("end_to_end", "two_stage", "backbone_first")
+
+
 class ReasoningOutput(NamedTuple):
     policy: GaussianPolicy
     thoughts: torch.Tensor
@@ -160,7 +167,7 @@ class DiffuReason(ReasoningRecommender):
         "detach_actions": Bool(),
         "align_gradient": Choice(choices=ALIGN_GRADIENTS),
         "kl_weight": Float(min=0.0),
-        "training_schedule": Choice(choices=("end_to_end", "two_stage")),
+        "training_schedule": Choice(choices=TRAINING_SCHEDULES),
         "stage1_epochs": Int(min=1, optional=True),
         "two_stage_finetune_loss": Choice(choices=("full", "rec_align")),
         "reasoning_init": Choice(choices=("pytorch", "recbole")),
@@ -173,6 +180,9 @@ class DiffuReason(ReasoningRecommender):
     def check_config(cls, config: dict) -> None:
         if config["sigma_min"] > config["sigma_max"]:
             raise ConfigError(f"'sigma_min' ({config['sigma_min']}) must not exceed 'sigma_max' ({config['sigma_max']}).")
+        if config["training_schedule"] == "backbone_first" and config.get("backbone_checkpoint"):
+            raise ConfigError("'training_schedule: backbone_first' trains the backbone first, and 'backbone_checkpoint' "
+                              "loads one already trained: set only one of them.")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -270,6 +280,8 @@ class DiffuReason(ReasoningRecommender):
 
     def parameter_groups(self):
         """One learning rate for the backbone and ``reasoning_learning_rate`` for the modules DiffuReason adds."""
+        if self.stage == "backbone":
+            return self.backbone_parameters()
         if self.reasoning_learning_rate is None:
             return self.parameters()
         return [
@@ -330,9 +342,10 @@ class DiffuReason(ReasoningRecommender):
         """``z_anchor = mu``; averaged over ``eval_noise_draws`` noise draws in evaluation.
 
         With ``eval_latent: backbone`` evaluation scores the backbone's own ``h_L`` instead: what the backbone
-        inside this model ranks without the reasoning path, so the path's contribution can be measured.
+        inside this model ranks without the reasoning path, so the path's contribution can be measured. So does
+        the ``backbone`` stage of ``backbone_first``, whose early stopping must judge the backbone it trains.
         """
-        if not self.training and self.eval_latent == "backbone":
+        if not self.training and (self.eval_latent == "backbone" or self.stage == "backbone"):
             return self.encode(interaction)[2]
         if self.training or self.eval_noise_draws == 1 or not self.use_diffusion:
             return self.forward(interaction).policy.mu
@@ -354,7 +367,16 @@ class DiffuReason(ReasoningRecommender):
     def mse_active(self) -> bool:
         return self.alpha > 0 and not (self.stage == "finetune" and self.two_stage_finetune_loss == "rec_align")
 
+    def backbone_only_loss(self, interaction) -> Tuple[torch.Tensor, ...]:
+        """The ``backbone`` stage of ``backbone_first``: the backbone's own next-item CE on ``h_L``, which is
+        SASRec's loss for the SASRec backbone, in the ``backbone_rec`` slot; the reasoning modules get no gradient."""
+        backbone = F.cross_entropy(self.score_all(self.encode(interaction)[2]), interaction[self.POS_ITEM_ID])
+        zero = backbone.new_zeros(())
+        return zero, zero, zero, zero, backbone
+
     def calculate_loss(self, interaction):
+        if self.stage == "backbone":
+            return self.backbone_only_loss(interaction)
         target = interaction[self.POS_ITEM_ID]
         init_noise = torch.randn(target.size(0), self.hidden_size, device=target.device) * self.init_noise_scale
         out = self.forward(interaction, init_noise=init_noise)
@@ -425,7 +447,7 @@ class DiffuReason(ReasoningRecommender):
 
     # ------------------------------------------------------------------ "with KL" reference policy
     def on_epoch_start(self, epoch: int) -> None:
-        if self.kl_weight > 0 and self.training_schedule == "end_to_end":
+        if self.kl_weight > 0 and self.training_schedule != "two_stage" and self.stage != "backbone":
             self.snapshot_reference()
 
     def reference_kl(
@@ -445,6 +467,8 @@ class DiffuReason(ReasoningRecommender):
     def training_stages(self) -> List[Tuple[str, int]]:
         if self.training_schedule == "two_stage":
             return [("pretrain", self.stage1_epochs), ("finetune", self.epochs)]
+        if self.training_schedule == "backbone_first":
+            return [("backbone", self.stage1_epochs), ("train", self.epochs)]
         return [("train", self.epochs)]
 
     def set_training_stage(self, name: str, resumed: bool = False) -> None:
