@@ -367,10 +367,14 @@ class DiffuReason(ReasoningRecommender):
     def mse_active(self) -> bool:
         return self.alpha > 0 and not (self.stage == "finetune" and self.two_stage_finetune_loss == "rec_align")
 
+    def next_item_ce(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Full-catalogue cross-entropy of latent ``z`` against the next item (SASRec's CE loss)."""
+        return F.cross_entropy(self.score_all(z), target)
+
     def backbone_only_loss(self, interaction) -> Tuple[torch.Tensor, ...]:
         """The ``backbone`` stage of ``backbone_first``: the backbone's own next-item CE on ``h_L``, which is
         SASRec's loss for the SASRec backbone, in the ``backbone_rec`` slot; the reasoning modules get no gradient."""
-        backbone = F.cross_entropy(self.score_all(self.encode(interaction)[2]), interaction[self.POS_ITEM_ID])
+        backbone = self.next_item_ce(self.encode(interaction)[2], interaction[self.POS_ITEM_ID])
         zero = backbone.new_zeros(())
         return zero, zero, zero, zero, backbone
 
@@ -397,7 +401,7 @@ class DiffuReason(ReasoningRecommender):
                 kl = self.beta * self.kl_weight * self.reference_kl(interaction, init_noise, mu, sigma)
         backbone = zero
         if self.backbone_rec_weight > 0:  # h_L = tau_1
-            backbone = self.backbone_rec_weight * F.cross_entropy(self.score_all(out.thoughts[:, 0]), target)
+            backbone = self.backbone_rec_weight * self.next_item_ce(out.thoughts[:, 0], target)
         self.record_diagnostics(sigma_mean=float(sigma.detach().mean()), mu_norm=float(mu.detach().norm(dim=-1).mean()))
         if self.diagnose:
             self.record_diagnostics(**self.fit_diagnostics(out, init_noise, interaction))
@@ -420,7 +424,7 @@ class DiffuReason(ReasoningRecommender):
         norm = lambda x: float(x.norm(dim=-1).mean())  # noqa: E731
         noise = self.warm_start_noise(init_noise, last_thought) if self.use_diffusion else torch.zeros_like(mu)
         return {
-            "ce_h_last": float(F.cross_entropy(self.score_all(h_last), target)),
+            "ce_h_last": float(self.next_item_ce(h_last, target)),
             "norm_h_last": norm(h_last), "norm_tau_R": norm(last_thought), "norm_c": norm(out.cond),
             "norm_target": norm(self.target_vector(interaction)),
             "noise_to_thought": float((noise.norm(dim=-1) / last_thought.norm(dim=-1).clamp(min=1e-12)).mean()),
