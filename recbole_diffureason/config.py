@@ -281,6 +281,14 @@ class DRConfig(Config):
 
         return to_plain(self.final_config_dict)
 
+    def _fill_keys_added_since(self, model: str) -> None:
+        """Give a key the checkpoint predates its default from ``properties/model/<model>.yaml``: a key is only
+        ever added with a default that keeps the earlier behaviour, so old checkpoints score as they were trained."""
+        model_yaml = properties_dir() / "model" / f"{model}.yaml"
+        if model_yaml.is_file():
+            for key, value in read_yaml(model_yaml, self.yaml_loader).items():
+                self.final_config_dict.setdefault(key, value)
+
     @classmethod
     def from_plain_dict(cls, values: Dict[str, Any]) -> "DRConfig":
         """Rebuild a config from ``plain_dict()`` (checkpoints), without re-running the YAML layering."""
@@ -295,6 +303,7 @@ class DRConfig(Config):
         config.yaml_loader = config._build_yaml_loader()
         config.final_config_dict = from_plain(values)
         config.model = config.final_config_dict["model"]
+        config._fill_keys_added_since(config.model)
         config.dataset = config.final_config_dict["dataset"]
         config.model_class = registry.get_model(config.model)
         config.internal_config_dict, config.external_config_dict = {}, {}

@@ -114,6 +114,37 @@ def test_eval_latent_backbone_scores_the_backbones_h_last_and_mu_is_the_default(
     assert default.eval_latent == "mu"
 
 
+def test_eval_residual_scale_moves_the_scored_latent_along_the_reasoning_shift(tiny_config):
+    _, model, _, _, test_data = make(tiny_config, denoiser_output="anchor_residual", denoiser_zero_init=True)
+    with torch.no_grad():
+        model.refiner.body[-1].weight.normal_()  # as after training: mu differs from h_L
+    model.eval()
+    batch = first_batch(test_data)
+    with torch.no_grad():
+        mu = model.forward(batch).policy.mu
+        h_last = model.encode(batch)[2]
+        scores = {}
+        for scale in (0.0, 1.0, 2.5):
+            model.eval_residual_scale = scale
+            scores[scale] = model.full_sort_predict(batch)
+        model.eval_latent = "backbone"
+        backbone = model.full_sort_predict(batch)
+    assert torch.equal(scores[1.0], model.score_all(mu))
+    assert torch.allclose(scores[0.0], backbone, atol=1e-5)
+    assert torch.allclose(scores[2.5], model.score_all(h_last + 2.5 * (mu - h_last)), atol=1e-5)
+    assert not torch.allclose(scores[2.5], scores[1.0])
+    _, default, _, _, _ = make(tiny_config)
+    assert default.eval_residual_scale == 1.0
+
+
+def test_a_negative_eval_residual_scale_is_refused(data_root, workdir):
+    from recbole_diffureason.keys import ConfigError
+
+    with pytest.raises(ConfigError, match="eval_residual_scale"):
+        DRConfig("DiffuReasonSASRec", "tiny", config_dict={"data_path": str(data_root), "eval_residual_scale": -1.0},
+                 cmd_args=[])
+
+
 def test_an_unknown_eval_latent_is_refused_with_the_choices(data_root, workdir):
     from recbole_diffureason.keys import ConfigError
 

@@ -80,6 +80,19 @@ def test_checkpoint_round_trip_gives_identical_scores(tiny_config):
     assert torch.equal(first, second)
 
 
+def test_a_checkpoint_saved_before_a_key_existed_loads_with_that_keys_default(tiny_config, tmp_path):
+    result = run("DiffuReasonSASRec", "tiny", config_dict=tiny_config, cmd_args=[])
+    state = torch.load(result["saved_model_file"], map_location="cpu", weights_only=True)
+    del state["config_dict"]["eval_residual_scale"]  # as in a checkpoint written before the key was added
+    older = tmp_path / "older.pth"
+    torch.save(state, older)
+
+    config, model, _, _, _, test_data = load_data_and_model(str(older))
+    assert config["eval_residual_scale"] == 1.0 and model.eval_residual_scale == 1.0
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    assert dict(trainer.evaluate(test_data, load_best_model=False)) == dict(result["test_result"])
+
+
 def test_recbole_pickled_checkpoints_are_refused_with_a_clear_message(tmp_path):
     legacy = tmp_path / "legacy.pth"
     torch.save({"config": argparse.Namespace(model="SASRec")}, legacy, pickle_protocol=4)  # as RecBole writes

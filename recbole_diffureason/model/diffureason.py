@@ -70,7 +70,7 @@ PAPER: Dict[str, object] = {
     "sigma_max": 1.0, "sigma_softplus_offset": 0.00001, "schedule_s": 0.008, "schedule_use": "none",
     "init_noise_scale": 1.0, "init_noise_relative": False, "train_sample_intermediate": True,
     "eval_sample_intermediate": False, "eval_init_noise": "seeded", "eval_noise_seed": 2020, "eval_noise_draws": 1,
-    "alpha": 1.0, "beta": 1.0, "detach_target": True, "diff_loss": "mse", "diff_loss_reduction": "mean",
+    "eval_residual_scale": 1.0, "alpha": 1.0, "beta": 1.0, "detach_target": True, "diff_loss": "mse", "diff_loss_reduction": "mean",
     "group_size": 8, "reward": "hit", "reward_k": 1, "clip_eps": 0.2, "adv_eps": 0.0001, "detach_actions": True,
     "align_gradient": "score",
     "kl_weight": 0.0, "training_schedule": "end_to_end", "two_stage_finetune_loss": "full",
@@ -151,6 +151,7 @@ class DiffuReason(ReasoningRecommender):
         "eval_noise_seed": Int(min=0),
         "eval_noise_draws": Int(min=1),
         "eval_latent": Choice(choices=("mu", "backbone")),
+        "eval_residual_scale": Float(min=0.0),
         "alpha": Float(min=0.0),
         "beta": Float(min=0.0),
         "detach_target": Bool(),
@@ -254,6 +255,7 @@ class DiffuReason(ReasoningRecommender):
         self.eval_noise_seed = config["eval_noise_seed"]
         self.eval_noise_draws = config["eval_noise_draws"]
         self.eval_latent = config["eval_latent"]
+        self.eval_residual_scale = float(config["eval_residual_scale"])
 
     # ------------------------------------------------------------------ subclass hooks
     def build_backbone(self, config, dataset) -> None:
@@ -347,9 +349,20 @@ class DiffuReason(ReasoningRecommender):
         """
         if not self.training and (self.eval_latent == "backbone" or self.stage == "backbone"):
             return self.encode(interaction)[2]
-        if self.training or self.eval_noise_draws == 1 or not self.use_diffusion:
+        if self.training:
             return self.forward(interaction).policy.mu
-        return torch.stack([self.forward(interaction, draw=i).policy.mu for i in range(self.eval_noise_draws)]).mean(0)
+        draws = self.eval_noise_draws if self.use_diffusion else 1
+        outputs = [self.forward(interaction, draw=i) for i in range(draws)]
+        mu = torch.stack([out.policy.mu for out in outputs]).mean(0)
+        return self.scale_reasoning_shift(mu, outputs[0].thoughts[:, 0])
+
+    def scale_reasoning_shift(self, mu: torch.Tensor, h_last: torch.Tensor) -> torch.Tensor:
+        """``h_L + s (mu - h_L)`` with ``s = eval_residual_scale``: 1 scores ``mu`` (the model), 0 the backbone
+        alone; other values weaken or extrapolate the shift the reasoning path makes, as a guidance scale does in
+        a diffusion model. Linear in the latent, so it is also the score fusion ``(1 - s) s(h_L) + s s(mu)``."""
+        if self.eval_residual_scale == 1.0:
+            return mu
+        return h_last + self.eval_residual_scale * (mu - h_last)
 
     # ------------------------------------------------------------------ losses
     def diffusion_loss(self, mu: torch.Tensor, interaction) -> torch.Tensor:
