@@ -37,6 +37,8 @@ RESUME_FREE_KEYS = frozenset({
     "single_spec", "ddp_backend", "config_files", "worker", "log_wandb", "wandb_project", "tensorboard",
     "detect_anomaly", "check_finite", "allow_download", "save_dataset", "dataset_save_path", "save_dataloaders",
     "dataloaders_save_path", "loss_decimal_place", "metric_decimal_place",
+    # Selectors: they only set other keys, and those are compared one by one (a preset renamed, same keys).
+    "preset", "ablation",
 })
 
 

@@ -423,9 +423,10 @@ class DRTrainerMixin:
             self.best_valid_score = -float("inf") if self.valid_metric_bigger else float("inf")
             self.best_valid_result = None
         self.contract.set_training_stage(name, resumed=not fresh)
-        if fresh:
-            lr = self.contract.stage_learning_rate(name) or self.learning_rate
-            self.optimizer = self._build_optimizer(params=self.contract.parameter_groups(), learning_rate=lr)
+        # Rebuilt for a resumed stage too: a stage may train only some parameters (backbone_first's first stage),
+        # and the saved optimizer state, loaded next, holds that stage's groups.
+        lr = self.contract.stage_learning_rate(name) or self.learning_rate
+        self.optimizer = self._build_optimizer(params=self.contract.parameter_groups(), learning_rate=lr)
         self.epochs = epochs
         self.eval_step = min(self.config["eval_step"], epochs)
         self.logger.info(set_color(f"Training stage '{name}'", "yellow") + f" for up to {epochs} epochs")

@@ -174,3 +174,11 @@ def test_resume_checkpoint_refuses_another_model_and_other_data(tiny_config, wor
     trainer = get_trainer(cfg["MODEL_TYPE"], "SASRec")(cfg, build_model(cfg, train_data))
     with pytest.raises(checkpoint.CheckpointError, match="'item_embedding.weight' has shape \\[41, 16\\] in the file and \\[43, 16\\]"):
         trainer.resume_checkpoint(sasrec)
+
+
+def test_a_renamed_preset_with_the_same_keys_still_resumes_and_a_changed_key_does_not():
+    # A preset only selects values of other keys; those are what resuming must keep.
+    stored = {"preset": "recommended", "training_schedule": "end_to_end", "beta": 1.0}
+    assert checkpoint.config_differences(stored, dict(stored, preset="anchor_cos_natural")) == []
+    changed = dict(stored, preset="recommended", training_schedule="backbone_first")
+    assert checkpoint.config_differences(stored, changed) == ["training_schedule: 'end_to_end' -> 'backbone_first'"]
