@@ -418,6 +418,8 @@ class DRTrainerMixin:
         self.stage_index = index
         if fresh and index > 0:
             if saved:
+                if not self.config["single_spec"]:  # rank 0 may still be writing the previous stage's best weights
+                    torch.distributed.barrier()
                 self._load_weights(self.saved_model_file)
             self.start_epoch, self.cur_step = 0, 0
             self.best_valid_score = -float("inf") if self.valid_metric_bigger else float("inf")
