@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recbole_diffureason.config import DRConfig, properties_dir, read_yaml
-from recbole_diffureason.model.diffureason import ABLATIONS, COND_RESIDUAL_AUX, PAPER, RECOMMENDED
+from recbole_diffureason.model.diffureason import ABLATIONS, ANCHOR_COS_NATURAL, COND_RESIDUAL_AUX, PAPER, RECOMMENDED
 from recbole_diffureason.quick_start import build_model
 from recbole_diffureason.registry import get_trainer
 from tests.helpers import build, first_batch
@@ -31,7 +31,19 @@ def test_paper_preset_covers_every_reasoning_key_and_undoes_every_deviation_of_t
     # The defaults are the recommended configuration: the paper's with a few named deviations, which the preset undoes.
     assert {k: yaml_values[k] for k in PAPER} == RECOMMENDED
     assert {k for k in PAPER if PAPER[k] != RECOMMENDED[k]} == {
+        "denoiser_output", "denoiser_zero_init", "diff_loss", "align_gradient", "training_schedule",
+        "backbone_rec_weight"}
+
+
+def test_anchor_cos_natural_preset_is_the_earlier_defaults_trained_end_to_end(data_root, workdir):
+    assert {k for k in PAPER if PAPER[k] != ANCHOR_COS_NATURAL[k]} == {
         "denoiser_output", "denoiser_zero_init", "diff_loss", "align_gradient"}
+    assert {k for k in RECOMMENDED if RECOMMENDED[k] != ANCHOR_COS_NATURAL[k]} == {
+        "training_schedule", "backbone_rec_weight"}
+    config = DRConfig("DiffuReasonSASRec", "tiny", config_dict={"data_path": str(data_root),
+                                                                 "preset": "anchor_cos_natural"}, cmd_args=[])
+    assert config["training_schedule"] == "end_to_end" and config["backbone_rec_weight"] == 0.0
+    assert config["denoiser_output"] == "anchor_residual" and config["align_gradient"] == "natural"
 
 
 def test_recommended_preset_is_the_defaults_and_explicit_keys_still_win(data_root, workdir):
@@ -69,7 +81,7 @@ def test_unknown_preset_is_rejected(data_root, workdir):
     from recbole_diffureason.keys import ConfigError
 
     with pytest.raises(ConfigError, match="'preset' is 'papers', but must be one of 'paper', 'recommended', "
-                                          "'cond_residual_aux'"):
+                                          "'cond_residual_aux', 'anchor_cos_natural'"):
         DRConfig("DiffuReasonSASRec", "tiny", config_dict={"data_path": str(data_root), "preset": "papers"},
                  cmd_args=[])
 
@@ -274,8 +286,8 @@ def test_backbone_first_stage_trains_the_backbone_alone_with_sasrecs_loss_and_sc
         assert not torch.equal(model.full_sort_predict(eval_batch), sasrec.full_sort_predict(eval_batch))
 
 
-def test_backbone_first_and_backbone_checkpoint_together_are_refused(tiny_config, trained_sasrec):
-    from recbole_diffureason.keys import ConfigError
-
-    with pytest.raises(ConfigError, match="set only one of them"):
-        make(tiny_config, training_schedule="backbone_first", backbone_checkpoint=str(trained_sasrec))
+def test_backbone_first_skips_its_backbone_stage_when_a_trained_backbone_is_loaded(tiny_config, trained_sasrec):
+    _, loaded, _, _, _ = make(tiny_config, training_schedule="backbone_first", backbone_checkpoint=str(trained_sasrec))
+    assert [name for name, _ in loaded.training_stages()] == ["train"]
+    _, fresh, _, _, _ = make(tiny_config, training_schedule="backbone_first")
+    assert [name for name, _ in fresh.training_stages()] == ["backbone", "train"]

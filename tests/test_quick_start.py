@@ -17,7 +17,10 @@ def test_diffureason_sasrec_trains_and_evaluates(tiny_config):
     result = run("DiffuReasonSASRec", "tiny", config_dict=tiny_config, cmd_args=[])
     assert set(result["best_valid_result"]) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10"}
     assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
-    epoch = result["history"][0]
+    # The defaults train the backbone alone first (backbone_first), then the full model.
+    stages = [h["stage"] for h in result["history"]]
+    assert stages[0] == "backbone" and stages[-1] == "train" and sorted(stages) == stages
+    epoch = result["history"][-1]
     assert set(epoch["losses"]) == {"rec", "diff", "align", "kl", "backbone_rec"}
     assert epoch["losses"]["rec"] > 0 and epoch["train_seconds"] > 0
     assert "frac_groups_with_signal" in epoch["diagnostics"] and "sigma_mean" in epoch["diagnostics"]
@@ -101,19 +104,20 @@ def test_recbole_pickled_checkpoints_are_refused_with_a_clear_message(tmp_path):
 
 
 def test_resume_continues_exactly_where_training_stopped(tiny_config):
-    straight = dict(tiny_config, epochs=2, saved_model_file="saved/straight.pth")
+    # The defaults train in two stages (backbone_first): one backbone epoch, then the full model.
+    straight = dict(tiny_config, epochs=2, stage1_epochs=1, saved_model_file="saved/straight.pth")
     full = run("DiffuReasonSASRec", "tiny", config_dict=straight, cmd_args=[])
 
-    first = dict(tiny_config, epochs=1, saved_model_file="saved/resumed.pth", resume=True)
+    first = dict(tiny_config, epochs=1, stage1_epochs=1, saved_model_file="saved/resumed.pth", resume=True)
     interrupted = run("DiffuReasonSASRec", "tiny", config_dict=first, cmd_args=[])
     second = dict(first, epochs=2)
     resumed = run("DiffuReasonSASRec", "tiny", config_dict=second, cmd_args=[])
 
-    assert [h["epoch"] for h in resumed["history"]] == [0, 1]
-    # Epoch 0 was restored from the checkpoint, not trained again (its measured time is the old one).
-    assert resumed["history"][0]["train_seconds"] == interrupted["history"][0]["train_seconds"]
-    assert resumed["history"][1]["losses"] == pytest.approx(full["history"][1]["losses"], rel=1e-5, abs=1e-7)
-    assert resumed["history"][1]["valid_result"] == full["history"][1]["valid_result"]
+    assert [(h["stage"], h["epoch"]) for h in resumed["history"]] == [("backbone", 0), ("train", 0), ("train", 1)]
+    # Both finished epochs were restored from the checkpoint, not trained again (their measured times are the old ones).
+    assert [h["train_seconds"] for h in resumed["history"][:2]] == [h["train_seconds"] for h in interrupted["history"]]
+    assert resumed["history"][2]["losses"] == pytest.approx(full["history"][2]["losses"], rel=1e-5, abs=1e-7)
+    assert resumed["history"][2]["valid_result"] == full["history"][2]["valid_result"]
     assert resumed["test_result"] == full["test_result"]
 
 

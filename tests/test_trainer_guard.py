@@ -11,6 +11,8 @@ from recbole_diffureason.trainer import NonFiniteTrainingError
 
 
 def trainer_for(tiny_config, **overrides):
+    # One stage, so that the first batch already carries every loss term and reaches every module.
+    overrides = {"training_schedule": "end_to_end", **overrides}
     config = build_config("DiffuReasonSASRec", "tiny", config_dict={**tiny_config, **overrides}, cmd_args=[])
     _, train_data, valid_data, _ = prepare_data(config)
     model = build_model(config, train_data)
