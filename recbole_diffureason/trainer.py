@@ -229,6 +229,12 @@ class DRTrainerMixin:
         self.model.load_other_parameter(state.get("other_parameter"))
         return state
 
+    def _load_written_weights(self, path: str) -> None:
+        """Load the best weights this run saved; under DDP only rank 0 writes them, so every rank waits for it."""
+        if not self.config["single_spec"]:
+            torch.distributed.barrier()
+        self._load_weights(path)
+
     def resume_checkpoint(self, resume_file):
         """RecBole's API: continue training from a checkpoint written by this trainer."""
         state = checkpoint.load(resume_file, map_location=self.device, resume=False)
@@ -252,10 +258,8 @@ class DRTrainerMixin:
         if not eval_data:
             return None
         if load_best_model:
-            if not self.config["single_spec"]:
-                torch.distributed.barrier()
             path = model_file or self.saved_model_file
-            self._load_weights(path)
+            self._load_written_weights(path)
             self.logger.info(f"Loading model structure and parameters from {path}")
         start = time()
         result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
@@ -418,9 +422,7 @@ class DRTrainerMixin:
         self.stage_index = index
         if fresh and index > 0:
             if saved:
-                if not self.config["single_spec"]:  # rank 0 may still be writing the previous stage's best weights
-                    torch.distributed.barrier()
-                self._load_weights(self.saved_model_file)
+                self._load_written_weights(self.saved_model_file)
             self.start_epoch, self.cur_step = 0, 0
             self.best_valid_score = -float("inf") if self.valid_metric_bigger else float("inf")
             self.best_valid_result = None
