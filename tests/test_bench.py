@@ -370,3 +370,27 @@ def test_every_warm_started_run_comes_after_the_run_that_writes_its_checkpoint()
                 writer = re.search(r"/([^/]+)-seed\{seed\}\.pth$", source)
                 assert writer, f"{path.name}: {run['name']} names no run's checkpoint by seed: {source}"
                 assert writer.group(1) in names[:position], f"{path.name}: {run['name']} comes before {writer.group(1)}"
+
+
+def test_every_protocol_key_is_one_its_run_uses():
+    """A misspelt key in a protocol would only warn, and the benchmark would measure the default configuration
+    under the misspelt row's name. A run's own overrides must all be used by its model; a ``common`` key may be
+    unused by some models (LARES has no ``n_layers``) but must be used by one run of the protocol."""
+    from recbole_diffureason.config import DRConfig
+
+    problems = []
+    for path in sorted((ROOT / "bench" / "protocols").glob("*.yaml")):
+        protocol = yaml.safe_load(path.read_text(encoding="utf-8"))
+        common = dict(protocol.get("common", {}))
+        unused_common = set(common)
+        for run in protocol["runs"]:
+            overrides = dict(run.get("overrides", {}))
+            overrides.pop("backbone_checkpoint", None)  # a file another run writes (checked by the test above)
+            config = DRConfig(run["model"], protocol["dataset"], config_dict={**common, **overrides},
+                              cmd_args=[], defer_warnings=True)
+            unknown = set(config.unknown_keys)
+            problems += [f"{path.name}: {run['name']} sets '{key}', unused by {run['model']}"
+                         for key in sorted(unknown - set(common))]
+            unused_common &= unknown
+        problems += [f"{path.name}: common key '{key}' is used by no run" for key in sorted(unused_common)]
+    assert not problems, "\n".join(problems)
