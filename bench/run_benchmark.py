@@ -26,7 +26,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -482,26 +482,55 @@ def finished_results(protocol: Dict[str, Any], work: Path) -> List[Dict[str, Any
     return results
 
 
+STAGE_LINE = re.compile(r"Training stage '([^']+)'")
+
+
+def log_stages(text: str) -> List[Tuple[Optional[str], str]]:
+    """A log cut into its training stages, in order (``None`` when the model has one stage). A resumed run
+    announces its stage again, so the pieces of one stage are joined."""
+    pieces = STAGE_LINE.split(text)
+    if len(pieces) == 1:
+        return [(None, text)]
+    stages: Dict[str, str] = {}
+    for name, body in zip(pieces[1::2], pieces[2::2]):
+        stages[name] = stages.get(name, "") + body
+    return list(stages.items())
+
+
+def stage_progress(text: str) -> Optional[Tuple[int, int, float, float]]:
+    """Epochs done, best epoch, best valid score and median training seconds of one stage's log lines; an epoch
+    logged twice (a run resumed within it) counts once, with its last score."""
+    scores = {int(m.group(1)): float(m.group(2)) for m in
+              re.finditer(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)\]", text)}
+    seconds = [float(m.group(1)) for m in re.finditer(r"epoch \d+ training \[time: ([0-9.]+)s", text)]
+    if not scores:
+        return None
+    best_epoch = max(scores, key=lambda epoch: (scores[epoch], epoch))  # a tie is an improvement to RecBole
+    return max(scores) + 1, best_epoch, scores[best_epoch], median(seconds)
+
+
 def unfinished_progress(protocol: Dict[str, Any], work: Path) -> List[Dict[str, Any]]:
-    """Runs with a log but no finished result: how far they got, from the trainer's log lines."""
+    """Runs with a log but no finished result: how far they got, from the trainer's log lines (per stage for
+    models trained in stages, the current stage first)."""
     rows = []
     for tag in run_tags(protocol):
         log = work / f"{tag}.log"
         if (work / f"{tag}.json").is_file() or not log.is_file():
             continue
         text = log.read_text(encoding="utf-8")
-        scores = [(int(m.group(1)), float(m.group(2))) for m in
-                  re.finditer(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)\]", text)]
-        seconds = [float(m.group(1)) for m in re.finditer(r"epoch \d+ training \[time: ([0-9.]+)s", text)]
         # The exception's line may carry its module (recbole_diffureason.trainer.NonFiniteTrainingError: ...).
         crash = re.search(r"Traceback \(most recent call last\):.*?\n((?:\w+\.)*\w*(?:Error|Exception)\w*: [^\n]*)",
                           text, re.S)
         state = f"failed ({crash.group(1)[:200]})" if crash else "in progress"
-        if scores:
-            best_epoch, best = max(scores, key=lambda item: item[1])
-            rows.append({"tag": tag, "finished": False, "error": f"{state}: {scores[-1][0] + 1} epochs done, "
-                         f"best valid N@10 so far {best:.4f} (epoch {best_epoch}), "
-                         f"median {median(seconds):.0f} s per training epoch"})
+        stages = [(name, stage_progress(body)) for name, body in log_stages(text)]
+        stages = [(name, progress) for name, progress in stages if progress]
+        if stages:
+            parts = []
+            for name, (done, best_epoch, best, seconds) in reversed(stages):
+                where = f"stage '{name}': " if name else ""
+                parts.append(f"{where}{done} epochs done, best valid N@10 so far {best:.4f} (epoch {best_epoch}), "
+                             f"median {seconds:.0f} s per training epoch")
+            rows.append({"tag": tag, "finished": False, "error": f"{state}: " + "; before it, ".join(parts)})
         elif crash:
             rows.append({"tag": tag, "finished": False, "error": state})
     return rows

@@ -83,6 +83,23 @@ def test_unfinished_runs_report_their_best_validation_epoch(tmp_path):
     assert "| DR-seed2020 | | not finished: in progress" in table
 
 
+def test_an_unfinished_staged_run_reports_its_current_stage_first_and_counts_a_resumed_epoch_once(tmp_path):
+    def epoch(n: int, seconds: float, score: float) -> str:
+        return (f"x INFO  epoch {n} training [time: {seconds:.2f}s, train loss: 1]\n"
+                f"x INFO  epoch {n} evaluating [time: 1.0s, valid_score: {score:.6f}]\n")
+
+    (tmp_path / "DR-seed2020.log").write_text(
+        "x INFO  Training stage 'backbone' for up to 9 epochs\n" + epoch(0, 100, 0.02) + epoch(1, 100, 0.05)
+        + "x INFO  Resuming from DR-seed2020-last.pth: stage 0, epoch 2\nx INFO  Training stage 'backbone' for up "
+        "to 9 epochs\n" + epoch(2, 110, 0.04) + epoch(3, 100, 0.04) + "x INFO  Training stage 'train' for up to 9 "
+        "epochs\n" + epoch(0, 200, 0.05) + epoch(1, 210, 0.06) + epoch(2, 220, 0.06) + epoch(2, 230, 0.06),
+        encoding="utf-8")
+    error = run_benchmark.unfinished_progress(PROTOCOL, tmp_path)[0]["error"]
+    assert error == ("in progress: stage 'train': 3 epochs done, best valid N@10 so far 0.0600 (epoch 2), median 215 s "
+                     "per training epoch; before it, stage 'backbone': 4 epochs done, best valid N@10 so far 0.0500 "
+                     "(epoch 1), median 100 s per training epoch")
+
+
 def test_staged_models_report_each_stage_and_its_ratio_to_the_baseline_epoch():
     lares = finished("LARES", "LARES", [20, 20, 20, 60, 60], 0.04)
     for h, stage in zip(lares["history"], ["spt"] * 3 + ["rpt"] * 2):
