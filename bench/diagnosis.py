@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Dict, List
 
+from bench.run_benchmark import VALID_SCORE
+
 COLUMNS = [
     ("valid N@10", "valid_score"), ("CE mu", "rec"), ("CE h_L", "ce_h_last"), ("diff", "diff"),
     ("||h_L||", "norm_h_last"), ("||tau_R||", "norm_tau_R"), ("||c||", "norm_c"), ("||mu||", "mu_norm"),
@@ -38,7 +40,7 @@ def parse_log(path: Path, batches: int = 1) -> List[Dict[str, float]]:
         elif line.startswith("diagnostics:") and epochs:
             epochs[-1].update({k: float(v) for k, v in PAIR.findall(line)})
         else:
-            valid = re.search(r"epoch (\d+) evaluating \[time: [0-9.]+s, valid_score: ([0-9.]+)\]", line)
+            valid = VALID_SCORE.search(line)
             if valid and epochs and int(epochs[-1]["epoch"]) == int(valid.group(1)):
                 epochs[-1]["valid_score"] = float(valid.group(2))
     return epochs

@@ -483,6 +483,7 @@ def finished_results(protocol: Dict[str, Any], work: Path) -> List[Dict[str, Any
 
 
 STAGE_LINE = re.compile(r"Training stage '([^']+)'")
+VALID_SCORE = re.compile(r"epoch (\d+) evaluating \[time: [0-9.]+s, valid_score: ([0-9.]+)\]")
 
 
 def log_stages(text: str) -> List[Tuple[Optional[str], str]]:
@@ -500,8 +501,7 @@ def log_stages(text: str) -> List[Tuple[Optional[str], str]]:
 def stage_progress(text: str) -> Optional[Tuple[int, int, float, float]]:
     """Epochs done, best epoch, best valid score and median training seconds of one stage's log lines; an epoch
     logged twice (a run resumed within it) counts once, with its last score."""
-    scores = {int(m.group(1)): float(m.group(2)) for m in
-              re.finditer(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)\]", text)}
+    scores = {int(m.group(1)): float(m.group(2)) for m in VALID_SCORE.finditer(text)}
     seconds = [float(m.group(1)) for m in re.finditer(r"epoch \d+ training \[time: ([0-9.]+)s", text)]
     if not scores:
         return None

@@ -11,8 +11,9 @@ import re
 import sys
 from pathlib import Path
 
+from bench.run_benchmark import VALID_SCORE as SCORE
+
 ROOT = Path(__file__).resolve().parent.parent
-SCORE = re.compile(r"epoch (\d+) evaluating \[time: [0-9.]+s, valid_score: ([0-9.]+)\]")
 LOSS = re.compile(r"epoch (\d+) training \[time: ([0-9.]+)s, train loss \(mean per batch\): (.*)\]")
 DIAG = re.compile(r"diagnostics: (.*)")
 
