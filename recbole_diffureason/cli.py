@@ -266,7 +266,10 @@ def analyze_main(argv: Sequence[str]) -> int:
         return fail(err)
     for note in report["notes"]:  # e.g. no matplotlib: the JSON is written, the note says how to get the PNGs
         print(f"note: {note}", file=sys.stderr)
-    print(json.dumps({"files": report["files"], "overall": report["overall"]}, indent=2))
+    summary = {"files": report["files"], "overall": report["overall"]}
+    if "paired" in report:
+        summary["paired"] = report["paired"]
+    print(json.dumps(summary, indent=2))
     return 0
 
 

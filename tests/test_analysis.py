@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recbole_diffureason.analysis import analyze, quantile_groups, row_metrics
+from recbole_diffureason.analysis import (AnalysisError, analyze, paired_comparison, quantile_groups, row_metrics,
+                                         thought_scorers)
 from recbole_diffureason.cli import main
 from recbole_diffureason.quick_start import run
 from tests.conftest import write_tiny_inter
@@ -128,3 +129,78 @@ def test_row_metrics_match_recbole_definitions():
 def test_quantile_groups_keep_ties_together():
     index, labels = quantile_groups(np.array([1, 1, 1, 1, 5, 9]), 3)
     assert labels[0] == "1" and len(set(index[:4])) == 1
+
+
+def test_analyze_with_a_baseline_reports_the_paired_test_of_the_overall_gain(trained, workdir, capsys):
+    model, baseline = trained
+    out = workdir / "paired"
+    assert main(["analyze", f"--model_file={model['saved_model_file']}",
+                 f"--baseline_file={baseline['saved_model_file']}", f"--out={out}"]) == 0
+    printed = json.loads(capsys.readouterr().out)["paired"]
+    report = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
+    assert report["paired"] == printed
+    for metric in ("ndcg@10", "recall@10"):
+        paired = printed[metric]
+        assert round(paired["model"], 4) == model["test_result"][metric]
+        assert round(paired["baseline"], 4) == baseline["test_result"][metric]
+        assert paired["rows"] == paired["rows_better"] + paired["rows_worse"] + paired["rows_equal"] == 80
+        assert 0.0 <= paired["p_paired_t"] <= 1.0 and 0.0 <= paired["p_wilcoxon"] <= 1.0
+
+
+def test_analyze_against_itself_is_no_gain_and_no_evidence(trained, workdir):
+    model, _ = trained
+    report = analyze(model["saved_model_file"], baseline_file=model["saved_model_file"],
+                     out_dir=str(workdir / "self"), plot=False)
+    for paired in report["paired"].values():
+        assert paired["rows_equal"] == 80 and paired["rows_better"] == paired["rows_worse"] == 0
+        assert paired["p_paired_t"] == paired["p_wilcoxon"] == 1.0
+        assert paired["gain_pct"] in (0.0, None)
+
+
+def test_paired_comparison_separates_a_real_gain_from_noise():
+    rng = np.random.default_rng(1)
+    base = rng.random(2000)
+    better = paired_comparison(base * 1.10, base)
+    assert better["gain_pct"] == pytest.approx(10.0)
+    assert 9.0 < better["gain_pct_ci95"][0] <= better["gain_pct_ci95"][1] < 11.0
+    assert better["p_paired_t"] < 1e-6 and better["p_wilcoxon"] < 1e-6 and better["rows_worse"] == 0
+
+    noise = paired_comparison(rng.permutation(base), base)  # same values, unrelated rows: zero expected gain
+    assert noise["gain_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert noise["gain_pct_ci95"][0] < 0.0 < noise["gain_pct_ci95"][1]
+    assert noise["p_paired_t"] > 0.05
+
+
+def test_paired_comparison_is_reproducible_and_rejects_unpaired_input():
+    base = np.linspace(0.0, 1.0, 50)
+    ours = base[::-1].copy()
+    assert paired_comparison(ours, base, seed=3) == paired_comparison(ours, base, seed=3)
+    with pytest.raises(AnalysisError, match="equally long"):
+        paired_comparison(ours[:-1], base)
+
+
+def test_thought_scorers_score_each_new_batch_not_a_freed_one():
+    """Batches are created and freed one after another, so a new batch can reuse a freed one's id()."""
+    import torch
+    from types import SimpleNamespace
+
+    class Stub:
+        forwards = 0
+
+        def forward(self, batch):
+            Stub.forwards += 1
+            return SimpleNamespace(thoughts=batch.unsqueeze(1).repeat(1, 2, 1) * torch.tensor([1.0, 2.0])[:, None])
+
+        def score_all(self, latent):
+            return latent
+
+        full_sort_predict = forward
+
+    scorers = thought_scorers(Stub(), steps=2)
+    for size in (4, 4, 3, 3):  # each batch is freed before the next is made
+        first = scorers["tau_1"](torch.full((size, 5), float(size)))
+        assert first.shape == (size, 5) and torch.all(first == size)
+    batch = torch.ones(2, 5)
+    before = Stub.forwards
+    assert torch.all(scorers["tau_2"](batch) == 2.0) and torch.all(scorers["tau_1"](batch) == 1.0)
+    assert Stub.forwards == before + 1  # both thoughts of one batch from one forward pass

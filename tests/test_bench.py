@@ -411,3 +411,45 @@ def test_every_protocol_key_is_one_its_run_uses():
             unused_common &= unknown
         problems += [f"{path.name}: common key '{key}' is used by no run" for key in sorted(unused_common)]
     assert not problems, "\n".join(problems)
+
+
+def test_gain_analysis_tests_each_finished_seed_against_the_baseline_of_its_seed(tiny_config, workdir):
+    from bench import gain_analysis
+    from recbole_diffureason.quick_start import run
+
+    work, out = workdir / "work", workdir / "out"
+    work.mkdir()
+    for name, model, seed in (("SASRec", "SASRec", 1), ("DR", "DiffuReasonSASRec", 1), ("SASRec", "SASRec", 2)):
+        tag = f"{name}-seed{seed}"
+        run(model, "tiny", config_dict=dict(tiny_config, seed=seed, saved_model_file=str(work / f"{tag}.pth")),
+            cmd_args=[])
+        (work / f"{tag}.json").write_text(json.dumps({"finished": True}), encoding="utf-8")
+    (work / "DR-seed2.json").write_text(json.dumps({"finished": False}), encoding="utf-8")  # still training
+    protocol = workdir / "p.yaml"
+    protocol.write_text(yaml.safe_dump(dict(PROTOCOL, dataset="tiny", seeds=[1, 2])), encoding="utf-8")
+
+    assert gain_analysis.main([str(protocol), "--runs", "DR", "--work", str(work), "--out", str(out)]) == 0
+    summary = json.loads((out / "p_gains.json").read_text(encoding="utf-8"))
+    assert [(r["run"], r["seed"]) for r in summary["rows"]] == [("DR", 1)]
+    assert "Not finished, so not analysed: DR seed 2" in summary["description"]
+    row = summary["rows"][0]
+    assert row["baseline_file"].endswith("SASRec-seed1.pth") and row["model_file"].endswith("DR-seed1.pth")
+    assert set(row["paired"]) == {"ndcg@10", "recall@10"} and row["paired"]["ndcg@10"]["rows"] == 80
+    assert [s["step"] for s in row["thinking_steps"]][-1] == "mu"
+    assert summary["command"].startswith("python -m bench.gain_analysis ")
+    markdown = (out / "p_gains.md").read_text(encoding="utf-8")
+    assert "| DR | 1 |" in markdown and "by user history length" in markdown
+
+
+def test_gain_analysis_refuses_unknown_runs_and_protocols_without_a_baseline(workdir):
+    from bench import gain_analysis
+
+    protocol = workdir / "p.yaml"
+    protocol.write_text(yaml.safe_dump(PROTOCOL), encoding="utf-8")
+    with pytest.raises(SystemExit, match="has no run named DRX; its runs: SASRec, DR"):
+        gain_analysis.main([str(protocol), "--runs", "DRX"])
+    with pytest.raises(SystemExit, match="nothing written"):
+        gain_analysis.main([str(protocol), "--runs", "DR", "--work", str(workdir / "empty")])
+    protocol.write_text(yaml.safe_dump({k: v for k, v in PROTOCOL.items() if k != "baseline"}), encoding="utf-8")
+    with pytest.raises(SystemExit, match="names no 'baseline'"):
+        gain_analysis.main([str(protocol), "--runs", "DR"])
