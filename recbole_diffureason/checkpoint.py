@@ -40,6 +40,11 @@ RESUME_FREE_KEYS = frozenset({
     # Selectors: they only set other keys, and those are compared one by one (a preset renamed, same keys).
     "preset", "ablation",
 })
+# Keys added after runs were written, each with the value that computes what those runs computed: a checkpoint
+# without the key resumes under that value (any other value is a different configuration).
+KEYS_ADDED_LATER: Dict[str, Any] = {
+    "thought_rec_weight": 0.0,  # 2026-12-07: CE on the later thoughts; 0 is the loss every earlier run had
+}
 
 
 class CheckpointError(ValueError):
@@ -260,7 +265,11 @@ def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) ->
     for key in sorted(set(stored) | set(current), key=str):
         if key in RESUME_FREE_KEYS or str(key).endswith("_epochs"):
             continue
-        before, now = to_plain(stored.get(key)), to_plain(current.get(key))
+        if key not in stored and key in KEYS_ADDED_LATER:
+            before = KEYS_ADDED_LATER[key]
+        else:
+            before = to_plain(stored.get(key))
+        now = to_plain(current.get(key))
         try:
             same = bool(before == now)
         except Exception:  # tensors and other values without a plain truth value

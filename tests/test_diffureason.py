@@ -23,7 +23,7 @@ def test_shapes_of_losses_and_predictions(built):
     config, model, train_data, _, test_data = built
     batch = first_batch(train_data)
     losses = model.calculate_loss(batch)
-    assert len(losses) == len(model.loss_names) == 5
+    assert len(losses) == len(model.loss_names) == 6
     assert all(loss.dim() == 0 for loss in losses)
     model.eval()
     eval_batch = first_batch(test_data)
@@ -174,6 +174,31 @@ def test_backbone_rec_weight_adds_a_backbone_term(tiny_config):
     _, model, train_data, _, _ = make(tiny_config, backbone_rec_weight=0.5)
     losses = dict(zip(model.loss_names, model.calculate_loss(first_batch(train_data))))
     assert losses["backbone_rec"] > 0
+
+
+def test_thought_rec_weight_is_the_next_item_ce_of_each_later_thought(tiny_config):
+    import torch.nn.functional as F
+
+    _, model, train_data, _, _ = make(tiny_config, thought_rec_weight=0.5, reasoning_steps=3)
+    batch = first_batch(train_data)
+    model.eval()  # no dropout, no fresh noise: the thoughts of two forward passes agree
+    losses = dict(zip(model.loss_names, model.calculate_loss(batch)))
+    thoughts, target = model.forward(batch).thoughts, batch[model.POS_ITEM_ID]
+    expected = 0.5 * (F.cross_entropy(model.score_all(thoughts[:, 1]), target)
+                      + F.cross_entropy(model.score_all(thoughts[:, 2]), target)) / 2
+    assert torch.allclose(losses["thought_rec"], expected, atol=1e-6)
+    model.train()
+    model.zero_grad()
+    dict(zip(model.loss_names, model.calculate_loss(batch)))["thought_rec"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.thinker.parameters())
+
+
+def test_thought_rec_weight_is_off_in_the_paper_and_zero_without_later_thoughts(tiny_config):
+    _, paper, train_data, _, _ = make(tiny_config, preset="paper")
+    batch = first_batch(train_data)
+    assert dict(zip(paper.loss_names, paper.calculate_loss(batch)))["thought_rec"] == 0
+    _, single, _, _, _ = make(tiny_config, thought_rec_weight=1.0, reasoning_steps=1)
+    assert dict(zip(single.loss_names, single.calculate_loss(batch)))["thought_rec"] == 0
 
 
 def test_reward_rank_methods_agree_inside_the_model(tiny_config):

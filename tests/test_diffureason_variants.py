@@ -273,7 +273,7 @@ def test_backbone_first_stage_trains_the_backbone_alone_with_sasrecs_loss_and_sc
     torch.manual_seed(7)  # the same dropout masks, because the stage draws no other random number
     losses = dict(zip(model.loss_names, model.calculate_loss(batch)))
     assert torch.equal(losses["backbone_rec"], expected)
-    assert all(losses[name] == 0 for name in ("rec", "diff", "align", "kl"))
+    assert all(losses[name] == 0 for name in ("rec", "diff", "align", "kl", "thought_rec"))
     sum(losses.values()).backward()
     assert all(p.grad is None for p in model.reasoning_parameters())
     assert [id(p) for p in model.parameter_groups()] == [id(p) for p in model.backbone_parameters()]

@@ -21,7 +21,7 @@ def test_diffureason_sasrec_trains_and_evaluates(tiny_config):
     stages = [h["stage"] for h in result["history"]]
     assert stages[0] == "backbone" and stages[-1] == "train" and sorted(stages) == stages
     epoch = result["history"][-1]
-    assert set(epoch["losses"]) == {"rec", "diff", "align", "kl", "backbone_rec"}
+    assert set(epoch["losses"]) == {"rec", "diff", "align", "kl", "backbone_rec", "thought_rec"}
     assert epoch["losses"]["rec"] > 0 and epoch["train_seconds"] > 0
     assert "frac_groups_with_signal" in epoch["diagnostics"] and "sigma_mean" in epoch["diagnostics"]
     saved = json.loads(open(result["results_file"], encoding="utf-8").read())

@@ -184,3 +184,12 @@ def test_a_renamed_preset_with_the_same_keys_still_resumes_and_a_changed_key_doe
     assert checkpoint.config_differences(stored, dict(stored, preset="anchor_cos_natural")) == []
     changed = dict(stored, preset="recommended", training_schedule="backbone_first")
     assert checkpoint.config_differences(stored, changed) == ["training_schedule: 'end_to_end' -> 'backbone_first'"]
+
+
+def test_a_run_written_before_a_key_existed_resumes_only_under_the_value_it_trained_with():
+    stored = {"training_schedule": "backbone_first", "beta": 1.0}  # written before thought_rec_weight existed
+    assert checkpoint.config_differences(stored, dict(stored, thought_rec_weight=0.0)) == []
+    assert checkpoint.config_differences(stored, dict(stored, thought_rec_weight=0.5)) == [
+        "thought_rec_weight: 0.0 -> 0.5"]
+    assert checkpoint.config_differences(stored, dict(stored, some_new_key=0.0)) == [
+        "some_new_key: None -> 0.0"]  # a key not declared as added later is still a difference

@@ -35,11 +35,11 @@ def test_train_loss_line_is_recbole_sum_then_named_terms_and_flops_and_environme
     result = run("DiffuReasonSASRec", "tiny", config_dict=config, cmd_args=[])
     lines = log_lines(caplog)
     line = next(m for m in lines if m.startswith("epoch 0 training"))
-    names = ["rec", "diff", "align", "kl", "backbone_rec"]
+    names = ["rec", "diff", "align", "kl", "backbone_rec", "thought_rec"]
     # RecBole's own format for a tuple of losses, summed over the epoch's batches...
     assert re.search(r"\[time: [0-9.]+s, train_loss1: [0-9.]+, train_loss2: ", line)
     recbole_part, named_part = line.split("terms (sum): ")
-    sums = numbers(recbole_part, [f"train_loss{i + 1}" for i in range(5)])
+    sums = numbers(recbole_part, [f"train_loss{i + 1}" for i in range(len(names))])
     named = numbers(named_part, names)
     assert list(sums.values()) == list(named.values())  # ...then the same sums by name
     batches = n_train_batches("DiffuReasonSASRec", config)

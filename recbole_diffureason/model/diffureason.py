@@ -75,7 +75,7 @@ PAPER: Dict[str, object] = {
     "group_size": 8, "reward": "hit", "reward_k": 1, "clip_eps": 0.2, "adv_eps": 0.0001, "detach_actions": True,
     "align_gradient": "score",
     "kl_weight": 0.0, "training_schedule": "end_to_end", "two_stage_finetune_loss": "full",
-    "backbone_rec_weight": 0.0, "backbone_checkpoint": None, "reasoning_init": "pytorch", "reasoning_learning_rate": None,
+    "backbone_rec_weight": 0.0, "thought_rec_weight": 0.0, "backbone_checkpoint": None, "reasoning_init": "pytorch", "reasoning_learning_rate": None,
     "clip_grad_norm": {"max_norm": 5.0},
 }
 # The defaults until 2026-12-06, chosen on validation at d=64 from scratch (docs/results/diagnosis.md): four named
@@ -127,7 +127,7 @@ class DiffuReason(ReasoningRecommender):
 
     abstract = True
     presets = {"preset": PRESETS, "ablation": ABLATIONS}
-    loss_names = ("rec", "diff", "align", "kl", "backbone_rec")
+    loss_names = ("rec", "diff", "align", "kl", "backbone_rec", "thought_rec")
     config_keys: Dict[str, Key] = {
         "hidden_size": Int(min=2),
         "preset": Choice(choices=tuple(PRESETS), optional=True),
@@ -168,6 +168,7 @@ class DiffuReason(ReasoningRecommender):
         "diff_loss_reduction": Choice(choices=("mean", "sum")),
         "diff_loss": Choice(choices=("mse", "cosine")),
         "backbone_rec_weight": Float(min=0.0),
+        "thought_rec_weight": Float(min=0.0),
         "group_size": Int(min=2),
         "reward": Choice(choices=REWARDS),
         "reward_k": Int(min=1),
@@ -244,6 +245,7 @@ class DiffuReason(ReasoningRecommender):
         self.diff_loss_reduction = config["diff_loss_reduction"]
         self.diff_loss_kind = config["diff_loss"]
         self.backbone_rec_weight = float(config["backbone_rec_weight"])
+        self.thought_rec_weight = float(config["thought_rec_weight"])
         self.group_size = config["group_size"]
         self.reward, self.reward_k = config["reward"], config["reward_k"]
         self.reward_rank_method, self.reward_candidates = config["reward_rank_method"], config["reward_candidates"]
@@ -393,12 +395,23 @@ class DiffuReason(ReasoningRecommender):
         """Full-catalogue cross-entropy of latent ``z`` against the next item (SASRec's CE loss)."""
         return F.cross_entropy(self.score_all(z), target)
 
+    def thought_ce(self, thoughts: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean next-item CE of the thoughts after ``h_L`` (``tau_2 .. tau_R``), as ReaRec supervises each reasoning
+        step. The paper supervises only ``mu``, which leaves these thoughts free latents that score items near
+        chance (docs/results/beauty_cpu_seeds_gains.md), so the refinement starts from a point outside the item
+        space; this term makes each step a next-item prediction. Zero when ``R = 1``."""
+        if thoughts.size(1) < 2:
+            return thoughts.new_zeros(())
+        later = thoughts[:, 1:]
+        scores = self.score_all(later.reshape(-1, later.size(-1)))
+        return F.cross_entropy(scores, target.repeat_interleave(later.size(1)))
+
     def backbone_only_loss(self, interaction) -> Tuple[torch.Tensor, ...]:
         """The ``backbone`` stage of ``backbone_first``: the backbone's own next-item CE on ``h_L``, which is
         SASRec's loss for the SASRec backbone, in the ``backbone_rec`` slot; the reasoning modules get no gradient."""
         backbone = self.next_item_ce(self.encode(interaction)[2], interaction[self.POS_ITEM_ID])
         zero = backbone.new_zeros(())
-        return zero, zero, zero, zero, backbone
+        return zero, zero, zero, zero, backbone, zero
 
     def calculate_loss(self, interaction):
         if self.stage == "backbone":
@@ -424,14 +437,16 @@ class DiffuReason(ReasoningRecommender):
         backbone = zero
         if self.backbone_rec_weight > 0:  # h_L = tau_1
             backbone = self.backbone_rec_weight * self.next_item_ce(out.thoughts[:, 0], target)
+        thought = self.thought_rec_weight * self.thought_ce(out.thoughts, target) if self.thought_rec_weight > 0 else zero
         self.record_diagnostics(sigma_mean=float(sigma.detach().mean()), mu_norm=float(mu.detach().norm(dim=-1).mean()))
         if self.diagnose:
             self.record_diagnostics(**self.fit_diagnostics(out, init_noise, interaction))
             self._diagnose_batches += 1
             if (self._diagnose_batches - 1) % self.diagnose_every == 0:  # the first batch, then every diagnose_every
-                terms = {"rec": rec, "diff": diff, "align": align, "kl": kl, "backbone_rec": backbone}
+                terms = {"rec": rec, "diff": diff, "align": align, "kl": kl, "backbone_rec": backbone,
+                         "thought_rec": thought}
                 self.record_diagnostics(**self.gradient_diagnostics(terms, mu, sigma))
-        return rec, diff, align, kl, backbone
+        return rec, diff, align, kl, backbone, thought
 
     # ------------------------------------------------------------------ diagnosis (``diagnose: True``)
     @torch.no_grad()
