@@ -86,7 +86,8 @@ def to_markdown(summary: Dict[str, Any]) -> str:
             f"{s['step']} {s['ndcg@10']:.4f}" for s in steps) + f"; {summary['baseline']} "
             f"{row['paired']['ndcg@10']['baseline']:.4f}")
     for kind, what in (("history_length", "user history length"), ("target_popularity", "target-item popularity")):
-        lines += ["", f"## NDCG@10 gain by {what} (quarters of the test users; mean over seeds, each seed)", "",
+        lines += ["", f"## NDCG@10 gain by {what} (quantile groups of the test users, ties kept in one group; "
+                      "mean over seeds, each seed)", "",
                   "| run | group (values) | mean gain | per seed |", "|---|---|---|---|"]
         for run in summary["runs"]:
             rows = [r for r in summary["rows"] if r["run"] == run]
@@ -101,13 +102,25 @@ def to_markdown(summary: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def rewrite_markdown(stem: Path) -> int:
+    path = stem.with_suffix(".json")
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist: run without --markdown-only first.")
+    stem.with_suffix(".md").write_text(to_markdown(json.loads(path.read_text(encoding="utf-8"))), encoding="utf-8")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("protocol", type=Path)
     parser.add_argument("--runs", nargs="+", required=True, help="run names of the protocol to compare")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default bench/work/<protocol>)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results", help="where the summary goes")
+    parser.add_argument("--markdown-only", action="store_true",
+                        help="rewrite the .md from the .json already in --out; analyse nothing")
     args = parser.parse_args(argv)
+    if args.markdown_only:
+        return rewrite_markdown(args.out / f"{load_protocol(args.protocol)['name']}_gains")
 
     protocol = load_protocol(args.protocol)
     baseline = protocol.get("baseline")

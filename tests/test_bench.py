@@ -439,6 +439,9 @@ def test_gain_analysis_tests_each_finished_seed_against_the_baseline_of_its_seed
     assert summary["command"].startswith("python -m bench.gain_analysis ")
     markdown = (out / "p_gains.md").read_text(encoding="utf-8")
     assert "| DR | 1 |" in markdown and "by user history length" in markdown
+    (out / "p_gains.md").unlink()
+    assert gain_analysis.main([str(protocol), "--runs", "DR", "--out", str(out), "--markdown-only"]) == 0
+    assert (out / "p_gains.md").read_text(encoding="utf-8") == markdown
 
 
 def test_gain_analysis_refuses_unknown_runs_and_protocols_without_a_baseline(workdir):
