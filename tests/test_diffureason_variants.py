@@ -22,7 +22,7 @@ def test_paper_preset_covers_every_reasoning_key_and_undoes_every_deviation_of_t
     backbone = {"n_layers", "n_heads", "hidden_size", "inner_size", "hidden_dropout_prob", "attn_dropout_prob",
                 "hidden_act", "layer_norm_eps", "initializer_range", "loss_type"}
     not_method = {"preset", "ablation", "diagnose", "diagnose_every", "reward_rank_method", "reward_candidates",
-                  "stage1_epochs", "eval_latent"}  # selectors, logging and exact speed-ups that change no number
+                  "stage1_epochs"}  # selectors, logging and exact speed-ups that change no number
     assert set(PAPER) == set(yaml_values) - backbone - not_method
     config = DRConfig("DiffuReasonSASRec", "tiny", config_dict={"data_path": str(data_root), "preset": "paper"},
                       cmd_args=[])
@@ -126,6 +126,22 @@ def test_eval_latent_backbone_scores_the_backbones_h_last_and_mu_is_the_default(
     assert default.eval_latent == "mu"
 
 
+def test_eval_latent_steps_mean_scores_the_mean_of_the_thoughts_and_mu_as_their_mean_score(tiny_config):
+    _, model, _, _, test_data = make(tiny_config, thought_rec_weight=1.0)
+    with torch.no_grad():
+        model.refiner.body[-1].weight.normal_()  # as after training: mu differs from h_L
+    model.eval()
+    batch = first_batch(test_data)
+    with torch.no_grad():
+        out = model.forward(batch)
+        steps = [out.thoughts[:, r] for r in range(out.thoughts.size(1))] + [out.policy.mu]
+        model.eval_latent = "steps_mean"
+        scores = model.full_sort_predict(batch)
+    mean_score = torch.stack([model.score_all(z) for z in steps]).mean(0)
+    assert torch.allclose(scores, mean_score, atol=1e-5)  # tied embeddings: the mean latent is the mean score
+    assert not torch.allclose(scores, model.score_all(out.policy.mu))
+
+
 def test_eval_residual_scale_moves_the_scored_latent_along_the_reasoning_shift(tiny_config):
     _, model, _, _, test_data = make(tiny_config, denoiser_output="anchor_residual", denoiser_zero_init=True)
     with torch.no_grad():
@@ -160,7 +176,7 @@ def test_a_negative_eval_residual_scale_is_refused(data_root, workdir):
 def test_an_unknown_eval_latent_is_refused_with_the_choices(data_root, workdir):
     from recbole_diffureason.keys import ConfigError
 
-    with pytest.raises(ConfigError, match="'eval_latent' is 'h_L', but must be one of 'mu', 'backbone'"):
+    with pytest.raises(ConfigError, match="'eval_latent' is 'h_L', but must be one of 'mu', 'backbone', 'steps_mean'"):
         DRConfig("DiffuReasonSASRec", "tiny", config_dict={"data_path": str(data_root), "eval_latent": "h_L"},
                  cmd_args=[])
 

@@ -70,7 +70,7 @@ PAPER: Dict[str, object] = {
     "sigma_max": 1.0, "sigma_softplus_offset": 0.00001, "schedule_s": 0.008, "schedule_use": "none",
     "init_noise_scale": 1.0, "init_noise_relative": False, "train_sample_intermediate": True,
     "eval_sample_intermediate": False, "eval_init_noise": "seeded", "eval_noise_seed": 2020, "eval_noise_draws": 1,
-    "eval_residual_scale": 1.0,
+    "eval_residual_scale": 1.0, "eval_latent": "mu",
     "alpha": 1.0, "beta": 1.0, "detach_target": True, "diff_loss": "mse", "diff_loss_reduction": "mean",
     "group_size": 8, "reward": "hit", "reward_k": 1, "clip_eps": 0.2, "adv_eps": 0.0001, "detach_actions": True,
     "align_gradient": "score",
@@ -108,6 +108,13 @@ PRESETS: Dict[str, Dict[str, object]] = {"paper": PAPER, "recommended": RECOMMEN
                                          "cond_residual_aux": COND_RESIDUAL_AUX,
                                          "anchor_cos_natural": ANCHOR_COS_NATURAL}
 
+
+# What evaluation scores: mu (the paper, Eq. 13); backbone: h_L alone, to measure what the reasoning path adds;
+# steps_mean (not in the paper): the mean of tau_1..tau_R and mu, ReaRec ERL's inference-time mean over its reasoning
+# states. With tied item embeddings the mean latent scores as the mean of the steps' scores. It only helps when
+# each thought is itself a next-item prediction (thought_rec_weight > 0); the paper's unsupervised thoughts score
+# near chance alone (docs/results/diagnosis.md).
+EVAL_LATENTS = ("mu", "backbone", "steps_mean")
 
 # end_to_end: the paper. two_stage: Table 3's "with Two-stage". backbone_first (not in the paper): the backbone
 # is first trained alone with its own next-item CE, as a standalone SASRec, early-stopped on validation; the full
@@ -160,7 +167,7 @@ class DiffuReason(ReasoningRecommender):
         "eval_init_noise": Choice(choices=("seeded", "zero")),
         "eval_noise_seed": Int(min=0),
         "eval_noise_draws": Int(min=1),
-        "eval_latent": Choice(choices=("mu", "backbone")),
+        "eval_latent": Choice(choices=EVAL_LATENTS),
         "eval_residual_scale": Float(min=0.0),
         "alpha": Float(min=0.0),
         "beta": Float(min=0.0),
@@ -357,6 +364,7 @@ class DiffuReason(ReasoningRecommender):
         With ``eval_latent: backbone`` evaluation scores the backbone's own ``h_L`` instead: what the backbone
         inside this model ranks without the reasoning path, so the path's contribution can be measured. So does
         the ``backbone`` stage of ``backbone_first``, whose early stopping must judge the backbone it trains.
+        With ``eval_latent: steps_mean`` it scores the mean of the thoughts and ``mu`` (see ``EVAL_LATENTS``).
         """
         if not self.training and (self.eval_latent == "backbone" or self.stage == "backbone"):
             return self.encode(interaction)[2]
@@ -365,7 +373,10 @@ class DiffuReason(ReasoningRecommender):
         draws = self.eval_noise_draws if self.use_diffusion else 1
         outputs = [self.forward(interaction, draw=i) for i in range(draws)]
         mu = torch.stack([out.policy.mu for out in outputs]).mean(0)
-        return self.scale_reasoning_shift(mu, outputs[0].thoughts[:, 0])
+        mu = self.scale_reasoning_shift(mu, outputs[0].thoughts[:, 0])
+        if self.eval_latent == "steps_mean":
+            return torch.cat([outputs[0].thoughts, mu.unsqueeze(1)], dim=1).mean(dim=1)
+        return mu
 
     def scale_reasoning_shift(self, mu: torch.Tensor, h_last: torch.Tensor) -> torch.Tensor:
         """``h_L + s (mu - h_L)`` with ``s = eval_residual_scale``: 1 scores ``mu`` (the model), 0 the backbone
