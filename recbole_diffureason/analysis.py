@@ -2,7 +2,8 @@
 
 * Training curves: every loss term (mean per batch) and the validation metric per epoch, from the results
   file's ``history``.
-* Thinking steps (paper Fig. 4): NDCG@k and Recall@k on the test split when items are scored by each thought
+* Thinking steps (paper Fig. 4): NDCG@k and Recall@k on the test split (``split="valid"``: the validation split,
+  where a choice between options may be made) when items are scored by each thought
   ``tau_1 .. tau_R`` (``score_all(tau_r)``) and by the refined latent ``mu`` (what the model ranks with).
   Models without thoughts get a note instead.
 * Groups (paper Fig. 5): test NDCG@k and Recall@k by user history length (interactions before the test
@@ -27,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+SPLITS = ("test", "valid")
 PLOT_HINT = 'pip install "recbole-diffureason[plot]" (or pip install matplotlib) to get the PNG figures'
 
 
@@ -267,17 +269,22 @@ def analyze(
     n_groups: int = 4,
     data_path: Optional[str] = None,
     plot: bool = True,
+    split: str = "test",
 ) -> Dict[str, Any]:
     """Write ``analysis.json`` and, with matplotlib, ``training_curves.png``, ``thinking_steps.png`` and
     ``groups.png`` to ``out_dir`` (default ``analysis/<checkpoint name>/``); return the JSON content plus
-    ``files`` (what was written) and ``notes`` (what was skipped and why)."""
+    ``files`` (what was written) and ``notes`` (what was skipped and why). ``split`` is the split the per-row
+    analyses score: ``test`` (the paper's figures) or ``valid`` (where a choice between options may be made)."""
     if k < 1 or n_groups < 1:
         raise AnalysisError(f"--k and --groups must be at least 1, got k={k}, groups={n_groups}.")
+    if split not in SPLITS:
+        raise AnalysisError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
     out = Path(out_dir or Path("analysis") / Path(model_file).stem)
     notes: List[str] = []
-    config, model, dataset, train_data, _, test_data = _load(model_file, data_path)
+    config, model, dataset, train_data, valid_data, test_data = _load(model_file, data_path)
+    eval_data = test_data if split == "test" else valid_data
     report: Dict[str, Any] = {"model_file": str(model_file), "model": config["model"], "dataset": config["dataset"],
-                              "k": k}
+                              "k": k, "split": split}
 
     # Training curves from the run's results file.
     results_file = results_file or find_results_file(model_file, config["checkpoint_dir"])
@@ -287,17 +294,17 @@ def analyze(
     else:
         notes.append("no results file found next to the checkpoint: pass --results_file for the training curves")
 
-    # Per-row test metrics of the model (and of each thought).
+    # Per-row metrics of the model (and of each thought) on the split.
     if has_thoughts(model):
         steps = int(config["reasoning_steps"])
-        rows = evaluate_rows(model, test_data, thought_scorers(model, steps), k)
+        rows = evaluate_rows(model, eval_data, thought_scorers(model, steps), k)
         report["thinking_steps"] = [
             {"step": name, f"ndcg@{k}": float(rows[name]["ndcg"].mean()),
              f"recall@{k}": float(rows[name]["recall"].mean())}
             for name in [f"tau_{r + 1}" for r in range(steps)] + ["mu"]
         ]
     else:
-        rows = evaluate_rows(model, test_data, {"mu": model.full_sort_predict}, k)
+        rows = evaluate_rows(model, eval_data, {"mu": model.full_sort_predict}, k)
         notes.append(f"{config['model']} has no thinking steps: the thinking-step analysis is for DiffuReason models")
 
     # Groups by history length and target popularity, optionally against a baseline.
@@ -306,9 +313,10 @@ def analyze(
     baseline_metrics = None
     if baseline_file:
         baseline_metrics, baseline_name = _baseline_rows(baseline_file, data_path, config, dataset, users,
-                                                         rows["target"], k)
+                                                         rows["target"], k, split)
         report["baseline"] = {"model_file": str(baseline_file), "model": baseline_name}
-    lengths = history_lengths(dataset)[users]
+    # history_lengths counts what precedes the test item; the validation item is one earlier.
+    lengths = history_lengths(dataset)[users] - (1 if split == "valid" else 0)
     popularity = item_popularity(train_data)[np.clip(rows["target"], 0, None)]
     report["groups"] = {}
     for kind, values, what in (("history_length", lengths, "interactions before the test target"),
@@ -332,19 +340,19 @@ def analyze(
     return report
 
 
-def _baseline_rows(baseline_file, data_path, config, dataset, users, targets, k):
-    """The baseline's per-row metrics, aligned to the model's rows by raw user and target ids."""
-    b_config, b_model, b_dataset, _, _, b_test = _load(baseline_file, data_path)
+def _baseline_rows(baseline_file, data_path, config, dataset, users, targets, k, split="test"):
+    """The baseline's per-row metrics on ``split``, aligned to the model's rows by raw user and target ids."""
+    b_config, b_model, b_dataset, _, b_valid, b_test = _load(baseline_file, data_path)
     if b_config["dataset"] != config["dataset"]:
         raise AnalysisError(f"The baseline was trained on '{b_config['dataset']}', the model on "
                             f"'{config['dataset']}': compare checkpoints of the same dataset.")
-    b_rows = evaluate_rows(b_model, b_test, {"mu": b_model.full_sort_predict}, k)
+    b_rows = evaluate_rows(b_model, b_test if split == "test" else b_valid, {"mu": b_model.full_sort_predict}, k)
     key = lambda ds, u, t: list(zip(_raw(ds, ds.uid_field, u), _raw(ds, ds.iid_field, np.clip(t, 0, None))))  # noqa: E731
     position = {pair: i for i, pair in enumerate(key(b_dataset, b_rows["user"], b_rows["target"]))}
     ours = key(dataset, users, targets)
     missing = [pair for pair in ours if pair not in position]
     if missing:
-        raise AnalysisError(f"The baseline's test split lacks {len(missing)} of the model's {len(ours)} test rows "
+        raise AnalysisError(f"The baseline's {split} split lacks {len(missing)} of the model's {len(ours)} rows "
                             f"(e.g. user {missing[0][0]}): both runs need the same data and split settings.")
     order = np.array([position[pair] for pair in ours])
     return ({f"ndcg@{k}": b_rows["mu"]["ndcg"][order], f"recall@{k}": b_rows["mu"]["recall"][order]},
@@ -364,7 +372,8 @@ def plot_report(report: Dict[str, Any], out: Path) -> List[str]:
     if report.get("training_curves"):
         written.append(_plot_curves(plt, report["training_curves"], title, out / "training_curves.png"))
     if report.get("thinking_steps"):
-        written.append(_plot_steps(plt, report["thinking_steps"], report["k"], title, out / "thinking_steps.png"))
+        written.append(_plot_steps(plt, report["thinking_steps"], report["k"], title, out / "thinking_steps.png",
+                                   report.get("split", "test")))
     written.append(_plot_groups(plt, report, out / "groups.png"))
     return written
 
@@ -403,14 +412,14 @@ def _plot_curves(plt, curves: Dict[str, Any], title: str, path: Path) -> str:
     return str(path)
 
 
-def _plot_steps(plt, steps: List[Dict[str, Any]], k: int, title: str, path: Path) -> str:
+def _plot_steps(plt, steps: List[Dict[str, Any]], k: int, title: str, path: Path, split: str = "test") -> str:
     labels = [s["step"].replace("tau_", "τ").replace("mu", "μ") for s in steps]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, metric, color in zip(axes, (f"ndcg@{k}", f"recall@{k}"), ("tab:blue", "tab:orange")):
         values = [s[metric] for s in steps]
         bars = ax.bar(labels, values, color=[color] * (len(values) - 1) + ["tab:red"])
         ax.bar_label(bars, fmt="%.4f", fontsize=8)
-        ax.set_title(f"test {metric.upper().replace('NDCG', 'NDCG').replace('RECALL', 'Recall')}")
+        ax.set_title(f"{split} {metric.upper().replace('RECALL', 'Recall')}")
         ax.set_ylim(0, max(values) * 1.2 if max(values) > 0 else 1)
         ax.set_xlabel("scored with (thinking step τ, refined latent μ)")
         ax.grid(axis="y", alpha=0.3)
@@ -443,7 +452,7 @@ def _plot_groups(plt, report: Dict[str, Any], path: Path) -> str:
             else:
                 ours = ax.bar(x, [r[metric] for r in rows], width=0.6, color="tab:red", label=report["model"])
             ax.bar_label(ours, fmt="%.3f", fontsize=7)
-            ax.set_ylabel(f"test {metric}")
+            ax.set_ylabel(f"{report.get('split', 'test')} {metric}")
             # Head room above the tallest bar for the value labels and the legend.
             ax.set_ylim(0, max([r[metric] for r in rows] + [r.get(f"baseline_{metric}", 0) for r in rows]) * 1.45
                         or 1)

@@ -251,6 +251,9 @@ def _analyze_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="output folder (default: analysis/<checkpoint name>/)")
     parser.add_argument("--k", type=int, default=10, help="cut-off of NDCG@k and Recall@k (default 10)")
     parser.add_argument("--groups", type=int, default=4, help="quantile groups per analysis (default 4)")
+    parser.add_argument("--split", choices=("test", "valid"), default="test",
+                        help="split the per-user analyses score (default test, as the paper's figures; valid is where "
+                             "a choice between options may be made)")
     parser.add_argument("--data_path", default=None, help="where the dataset lives now, if it moved")
     return parser
 
@@ -261,7 +264,7 @@ def analyze_main(argv: Sequence[str]) -> int:
     try:
         args = _analyze_parser().parse_args(argv)
         report = analyze(args.model_file, args.results_file, args.baseline_file, args.out, args.k, args.groups,
-                         args.data_path)
+                         args.data_path, split=args.split)
     except (ValueError, FileNotFoundError) as err:  # ConfigError, AnalysisError, an unloadable checkpoint
         return fail(err)
     for note in report["notes"]:  # e.g. no matplotlib: the JSON is written, the note says how to get the PNGs

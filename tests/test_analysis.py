@@ -204,3 +204,19 @@ def test_thought_scorers_score_each_new_batch_not_a_freed_one():
     before = Stub.forwards
     assert torch.all(scorers["tau_2"](batch) == 2.0) and torch.all(scorers["tau_1"](batch) == 1.0)
     assert Stub.forwards == before + 1  # both thoughts of one batch from one forward pass
+
+
+def test_analyze_on_the_validation_split_matches_the_runs_best_valid_result(trained, workdir, capsys):
+    model, baseline = trained
+    out = workdir / "valid"
+    assert main(["analyze", f"--model_file={model['saved_model_file']}", f"--baseline_file={baseline['saved_model_file']}",
+                 f"--out={out}", "--split=valid"]) == 0
+    report = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
+    assert report["split"] == "valid"
+    assert round(report["thinking_steps"][-1]["ndcg@10"], 4) == model["best_valid_result"]["ndcg@10"]
+    assert round(report["paired"]["ndcg@10"]["baseline"], 4) == baseline["best_valid_result"]["ndcg@10"]
+    lengths = {r["group"]: r["rows"] for r in report["groups"]["history_length"]["rows"]}
+    test_lengths = analyze(model["saved_model_file"], out_dir=str(workdir / "t"), plot=False)["groups"]["history_length"]
+    assert sum(lengths.values()) == sum(r["rows"] for r in test_lengths["rows"]) == 80
+    with pytest.raises(AnalysisError, match="split must be one of test, valid"):
+        analyze(model["saved_model_file"], out_dir=str(workdir / "x"), plot=False, split="train")
