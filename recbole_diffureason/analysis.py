@@ -319,7 +319,7 @@ def analyze(
     lengths = history_lengths(dataset)[users] - (1 if split == "valid" else 0)
     popularity = item_popularity(train_data)[np.clip(rows["target"], 0, None)]
     report["groups"] = {}
-    for kind, values, what in (("history_length", lengths, "interactions before the test target"),
+    for kind, values, what in (("history_length", lengths, f"interactions before the {split} target"),
                                ("target_popularity", popularity, "training occurrences of the target item")):
         index, labels = quantile_groups(values, n_groups)
         report["groups"][kind] = {"description": what, "rows": group_table(index, labels, metrics, baseline_metrics)}
