@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from bench.run_benchmark import ROOT, load_protocol, machine, repo_relative
+from bench.run_benchmark import ROOT, load_protocol, machine, percent, repo_relative, run_seeds
 
 METRICS = ("ndcg@10", "recall@10")
 
@@ -54,7 +54,8 @@ def analyse_pair(model_file: str, baseline_file: str, out_dir: Path) -> Dict[str
 
 
 def pct(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{value:+.1f}%"
+    """A gain given in percent (``relative_gain_pct``), written as run_benchmark writes its fractions."""
+    return percent(None if value is None else value / 100)
 
 
 def p_value(value: float) -> str:
@@ -134,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.time()
     rows, skipped = [], []
     for name in args.runs:
-        for seed in known[name].get("seeds", protocol.get("seeds", [2020])):
+        for seed in run_seeds(protocol, known[name]):
             model_file = finished_checkpoint(work, f"{name}-seed{seed}")
             baseline_file = finished_checkpoint(work, f"{baseline}-seed{seed}")
             if not model_file or not baseline_file:

@@ -448,7 +448,7 @@ def main() -> int:
     data_root = work.parent / "dataset"
     ensure_dataset(protocol, data_root, args.source_root)
     jobs = [(run, seed) for run in protocol["runs"] if not args.only or run["name"] in args.only
-            for seed in run.get("seeds", protocol.get("seeds", [2020])) if not args.seeds or seed in args.seeds]
+            for seed in run_seeds(protocol, run) if not args.seeds or seed in args.seeds]
     threads = max(1, args.threads // max(args.jobs, 1))
     failed: Dict[str, Dict[str, Any]] = {}
 
@@ -465,10 +465,15 @@ def main() -> int:
     return 0 if not failed else 1
 
 
+def run_seeds(protocol: Dict[str, Any], run: Dict[str, Any]) -> List[int]:
+    """The seeds of one run: its own ``seeds``, else the protocol's, else 2020."""
+    return run.get("seeds", protocol.get("seeds", [2020]))
+
+
 def run_tags(protocol: Dict[str, Any]) -> List[str]:
     """``<run name>-seed<seed>`` of every run of the protocol, in protocol order: the file stem of its outputs."""
     return [f"{run['name']}-seed{seed}" for run in protocol["runs"]
-            for seed in run.get("seeds", protocol.get("seeds", [2020]))]
+            for seed in run_seeds(protocol, run)]
 
 
 def finished_results(protocol: Dict[str, Any], work: Path) -> List[Dict[str, Any]]:

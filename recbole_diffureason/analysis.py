@@ -52,17 +52,18 @@ def row_metrics(scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torc
 
 
 @torch.no_grad()
-def evaluate_rows(model, test_data, scorers: Dict[str, Callable], k: int) -> Dict[str, Any]:
-    """Per-row metrics of each scorer (``interaction -> [B, n_items]`` scores) over the full-sort test loader.
+def evaluate_rows(model, eval_data, scorers: Dict[str, Callable], k: int) -> Dict[str, Any]:
+    """Per-row metrics of each scorer (``interaction -> [B, n_items]`` scores) over a full-sort loader (test or
+    validation).
 
     Returns ``{"user": [B], "target": [B], "<name>": {"ndcg": [B], "recall": [B]}}`` (numpy arrays).
     """
     model.eval()
     device = next(model.parameters()).device
-    uid_field = test_data.dataset.uid_field
+    uid_field = eval_data.dataset.uid_field
     users, targets = [], []
     out: Dict[str, Dict[str, List[torch.Tensor]]] = {name: {"ndcg": [], "recall": []} for name in scorers}
-    for batch in test_data:
+    for batch in eval_data:
         interaction, history_index, positive_u, positive_i = batch
         interaction = interaction.to(device)
         rows = len(interaction)

@@ -414,8 +414,7 @@ class DiffuReason(ReasoningRecommender):
         if thoughts.size(1) < 2:
             return thoughts.new_zeros(())
         later = thoughts[:, 1:]
-        scores = self.score_all(later.reshape(-1, later.size(-1)))
-        return F.cross_entropy(scores, target.repeat_interleave(later.size(1)))
+        return self.next_item_ce(later.reshape(-1, later.size(-1)), target.repeat_interleave(later.size(1)))
 
     def backbone_only_loss(self, interaction) -> Tuple[torch.Tensor, ...]:
         """The ``backbone`` stage of ``backbone_first``: the backbone's own next-item CE on ``h_L``, which is
