@@ -218,5 +218,8 @@ def test_analyze_on_the_validation_split_matches_the_runs_best_valid_result(trai
     lengths = {r["group"]: r["rows"] for r in report["groups"]["history_length"]["rows"]}
     test_lengths = analyze(model["saved_model_file"], out_dir=str(workdir / "t"), plot=False)["groups"]["history_length"]
     assert sum(lengths.values()) == sum(r["rows"] for r in test_lengths["rows"]) == 80
+    valid_low, test_low = (int(rows[0]["group"].split("-")[0])
+                           for rows in (report["groups"]["history_length"]["rows"], test_lengths["rows"]))
+    assert valid_low == test_low - 1  # the validation item comes one interaction before the test item
     with pytest.raises(AnalysisError, match="split must be one of test, valid"):
         analyze(model["saved_model_file"], out_dir=str(workdir / "x"), plot=False, split="train")
