@@ -237,6 +237,8 @@ def group_main(argv: Sequence[str]) -> int:
 
 
 def _analyze_parser() -> argparse.ArgumentParser:
+    from recbole_diffureason.analysis import SPLITS
+
     parser = _Parser(
         prog="run_recbole_dr.py analyze",
         description="Training curves (every loss term and the validation metric per epoch) and, for DiffuReason "
@@ -251,7 +253,7 @@ def _analyze_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="output folder (default: analysis/<checkpoint name>/)")
     parser.add_argument("--k", type=int, default=10, help="cut-off of NDCG@k and Recall@k (default 10)")
     parser.add_argument("--groups", type=int, default=4, help="quantile groups per analysis (default 4)")
-    parser.add_argument("--split", choices=("test", "valid"), default="test",
+    parser.add_argument("--split", choices=SPLITS, default="test",
                         help="split the per-user analyses score (default test, as the paper's figures; valid is where "
                              "a choice between options may be made)")
     parser.add_argument("--data_path", default=None, help="where the dataset lives now, if it moved")
