@@ -246,14 +246,17 @@ def training_curves(history: List[Dict[str, Any]], valid_metric: str) -> Dict[st
     }
 
 
-def _load(model_file: str, data_path: Optional[str]):
+def _load(model_file: str, data_path: Optional[str], split: str):
+    """Config, model, dataset, training loader and the full-sort loader of ``split`` of a checkpoint."""
     from recbole_diffureason.quick_start import load_data_and_model
 
     if not Path(model_file).is_file():
         raise AnalysisError(f"Checkpoint '{model_file}' does not exist (runs write saved/<model>-<time>.pth).")
     overrides = {"data_path": data_path} if data_path else {}
     # No log lines or progress bars while analysing; the run's own log has them.
-    return load_data_and_model(model_file, {**overrides, "state": "ERROR", "show_progress": False})
+    config, model, dataset, train_data, valid_data, test_data = load_data_and_model(
+        model_file, {**overrides, "state": "ERROR", "show_progress": False})
+    return config, model, dataset, train_data, test_data if split == "test" else valid_data
 
 
 def _raw(dataset, field: str, ids: np.ndarray) -> np.ndarray:
@@ -282,8 +285,7 @@ def analyze(
         raise AnalysisError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
     out = Path(out_dir or Path("analysis") / Path(model_file).stem)
     notes: List[str] = []
-    config, model, dataset, train_data, valid_data, test_data = _load(model_file, data_path)
-    eval_data = test_data if split == "test" else valid_data
+    config, model, dataset, train_data, eval_data = _load(model_file, data_path, split)
     report: Dict[str, Any] = {"model_file": str(model_file), "model": config["model"], "dataset": config["dataset"],
                               "k": k, "split": split}
 
@@ -343,11 +345,11 @@ def analyze(
 
 def _baseline_rows(baseline_file, data_path, config, dataset, users, targets, k, split="test"):
     """The baseline's per-row metrics on ``split``, aligned to the model's rows by raw user and target ids."""
-    b_config, b_model, b_dataset, _, b_valid, b_test = _load(baseline_file, data_path)
+    b_config, b_model, b_dataset, _, b_eval = _load(baseline_file, data_path, split)
     if b_config["dataset"] != config["dataset"]:
         raise AnalysisError(f"The baseline was trained on '{b_config['dataset']}', the model on "
                             f"'{config['dataset']}': compare checkpoints of the same dataset.")
-    b_rows = evaluate_rows(b_model, b_test if split == "test" else b_valid, {"mu": b_model.full_sort_predict}, k)
+    b_rows = evaluate_rows(b_model, b_eval, {"mu": b_model.full_sort_predict}, k)
     key = lambda ds, u, t: list(zip(_raw(ds, ds.uid_field, u), _raw(ds, ds.iid_field, np.clip(t, 0, None))))  # noqa: E731
     position = {pair: i for i, pair in enumerate(key(b_dataset, b_rows["user"], b_rows["target"]))}
     ours = key(dataset, users, targets)
