@@ -292,7 +292,8 @@ def test_summary_only_without_runs_leaves_the_summary_alone(tmp_path, monkeypatc
     assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
 
 
-@pytest.mark.parametrize("module", ["bench.run_benchmark", "bench.compare_results", "bench.evaluate_checkpoint"])
+@pytest.mark.parametrize("module", ["bench.run_benchmark", "bench.compare_results", "bench.evaluate_checkpoint",
+                                    "bench.step_groups"])
 def test_bench_scripts_run_as_modules_from_the_repository_root(module):
     done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
@@ -456,3 +457,45 @@ def test_gain_analysis_refuses_unknown_runs_and_protocols_without_a_baseline(wor
     protocol.write_text(yaml.safe_dump({k: v for k, v in PROTOCOL.items() if k != "baseline"}), encoding="utf-8")
     with pytest.raises(SystemExit, match="names no 'baseline'"):
         gain_analysis.main([str(protocol), "--runs", "DR"])
+
+
+def test_step_scorers_score_each_step_and_their_mean_as_the_model_does(tiny_config):
+    import torch
+
+    from bench.step_groups import step_scorers
+    from tests.helpers import build, first_batch
+
+    _, model, _, _, test_data = build("DiffuReasonSASRec", tiny_config, thought_rec_weight=1.0,
+                                      eval_latent="steps_mean")
+    model.eval()
+    batch = first_batch(test_data)
+    scorers = step_scorers(model, 3, subsets=False)
+    assert list(scorers) == ["tau_1", "tau_2", "tau_3", "mu", "steps_mean"]
+    with torch.no_grad():
+        assert torch.allclose(scorers["steps_mean"](batch), model.full_sort_predict(batch), atol=1e-5)
+        assert torch.allclose(scorers["tau_1"](batch), model.score_all(model.encode(batch)[2]), atol=1e-5)
+    assert len(step_scorers(model, 3, subsets=True)) == 15  # every non-empty subset of 4 steps
+
+
+def test_step_groups_compares_each_finished_seed_per_popularity_quarter(tiny_config, workdir):
+    from bench import step_groups
+    from recbole_diffureason.quick_start import run
+
+    work, out = workdir / "work", workdir / "out"
+    work.mkdir()
+    for name, model in (("SASRec", "SASRec"), ("DR", "DiffuReasonSASRec")):
+        tag = f"{name}-seed1"
+        run(model, "tiny", config_dict=dict(tiny_config, seed=1, saved_model_file=str(work / f"{tag}.pth")),
+            cmd_args=[])
+        (work / f"{tag}.json").write_text(json.dumps({"finished": True}), encoding="utf-8")
+    protocol = workdir / "p.yaml"
+    protocol.write_text(yaml.safe_dump(dict(PROTOCOL, dataset="tiny", seeds=[1, 2])), encoding="utf-8")
+    assert step_groups.main([str(protocol), "--runs", "DR", "--work", str(work), "--out", str(out)]) == 0
+    summary = json.loads((out / "p_step_groups.json").read_text(encoding="utf-8"))
+    assert summary["split"] == "valid" and summary["not_finished"] == ["DR seed 2"]
+    row = summary["rows"][0]
+    assert list(row["scorings"]) == ["tau_1", "tau_2", "tau_3", "mu", "steps_mean"]
+    assert sum(row["group_rows"]) == 80 and len(row["scorings"]["mu"]["group_gain_ndcg@10_pct"]) == len(row["groups"])
+    assert "| steps_mean |" in (out / "p_step_groups.md").read_text(encoding="utf-8")
+    with pytest.raises(SystemExit, match="No run named DRX"):
+        step_groups.main([str(protocol), "--runs", "DRX", "--work", str(work)])

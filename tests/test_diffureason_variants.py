@@ -87,9 +87,10 @@ def test_unknown_preset_is_rejected(data_root, workdir):
 
 
 # ---------------------------------------------------------------- anchor residual
-def test_zero_initialised_anchor_residual_scores_exactly_as_sasrec_before_training(tiny_config):
+@pytest.mark.parametrize("reasoning_init", ["pytorch", "recbole"])  # RecBole's init must not undo the zero output
+def test_zero_initialised_anchor_residual_scores_exactly_as_sasrec_before_training(tiny_config, reasoning_init):
     config, model, train_data, _, test_data = make(tiny_config, denoiser_output="anchor_residual",
-                                                   denoiser_zero_init=True)
+                                                   denoiser_zero_init=True, reasoning_init=reasoning_init)
     sasrec_config = DRConfig("SASRec", "tiny", config_dict=tiny_config, cmd_args=[])
     sasrec = build_model(sasrec_config, train_data)  # same seed: the backbone is built first, so same weights
     assert torch.equal(sasrec.item_embedding.weight, model.backbone.sasrec.item_embedding.weight)
@@ -98,6 +99,19 @@ def test_zero_initialised_anchor_residual_scores_exactly_as_sasrec_before_traini
     batch = first_batch(test_data)
     with torch.no_grad():
         assert torch.equal(model.full_sort_predict(batch), sasrec.full_sort_predict(batch))
+
+
+def test_residual_thoughts_are_the_backbone_prediction_before_training(tiny_config):
+    _, model, train_data, _, test_data = make(tiny_config, think_output="residual", thought_rec_weight=1.0,
+                                              backbone_rec_weight=1.0, reasoning_init="recbole")
+    losses = dict(zip(model.loss_names, model.calculate_loss(first_batch(train_data))))
+    assert torch.allclose(losses["thought_rec"], losses["backbone_rec"])  # every thought is h_L, so both CEs agree
+    model.eval()
+    with torch.no_grad():
+        thoughts = model(first_batch(test_data)).thoughts
+    assert torch.equal(thoughts[:, 1], thoughts[:, 0]) and torch.equal(thoughts[:, 2], thoughts[:, 0])
+    with pytest.raises(ValueError, match="think_output"):
+        make(tiny_config, think_output="resid")
 
 
 def test_anchor_residual_learns_a_correction_and_needs_its_anchor(tiny_config):

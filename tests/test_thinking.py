@@ -61,6 +61,35 @@ def test_post_ln_decoder_has_no_final_norm_and_other_outputs():
     assert not torch.allclose(pre(states, padding, h_last), post(states, padding, h_last))
 
 
+def test_residual_thoughts_start_at_h_last_and_learn_a_step():
+    states, padding, h_last = memory()
+    thinker = ThinkingTokens(D, n_steps=3, n_heads=4, output="residual")
+    thoughts = thinker(states, padding, h_last)
+    for r in range(3):
+        assert torch.equal(thoughts[:, r], h_last)  # a zero-initialised step: every thought is h_L before training
+    thoughts[:, 1:].sum().backward()
+    assert thinker.residual_out.weight.grad.abs().sum() > 0  # the zero projection is trained
+    with torch.no_grad():
+        thinker.residual_out.weight.normal_()
+    moved = thinker(states, padding, h_last)
+    assert torch.equal(moved[:, 0], h_last) and not torch.allclose(moved[:, 1], h_last)
+    assert not torch.allclose(moved[:, 2], moved[:, 1])
+    assert ThinkingTokens(D, n_steps=3, n_heads=4).residual_out is None  # the paper: direct thoughts
+
+
+def test_reset_zero_output_undoes_a_reinitialisation():
+    thinker = ThinkingTokens(D, n_steps=2, n_heads=4, output="residual")
+    thinker.apply(lambda m: m.weight.data.normal_() if isinstance(m, torch.nn.Linear) else None)
+    assert thinker.residual_out.weight.abs().sum() > 0
+    thinker.reset_zero_output()
+    assert thinker.residual_out.weight.abs().sum() == 0 and thinker.residual_out.bias.abs().sum() == 0
+
+
+def test_unknown_thought_output_is_rejected():
+    with pytest.raises(ValueError, match="output must be one of"):
+        ThinkingTokens(D, n_steps=2, n_heads=4, output="resid")
+
+
 def test_heads_fall_back_to_a_divisor_of_the_width():
     assert heads_that_divide(50, 8) == 5
     assert heads_that_divide(64, 8) == 8

@@ -46,7 +46,7 @@ from recbole_diffureason.modules.refiner import (
     GaussianPolicy,
     GaussianPolicyHead,
 )
-from recbole_diffureason.modules.thinking import POOLINGS, THINK_CONTEXTS, ThinkingTokens, build_pooling
+from recbole_diffureason.modules.thinking import POOLINGS, THINK_CONTEXTS, THINK_OUTPUTS, ThinkingTokens, build_pooling
 
 # Table 3 rows -> the keys they fix (docs/design.md section 5.8).
 ABLATIONS: Dict[str, Dict[str, object]] = {
@@ -64,7 +64,8 @@ ABLATIONS: Dict[str, Dict[str, object]] = {
 # docs/design.md section 5), so a run with ``preset: paper`` reproduces it whatever the defaults become.
 PAPER: Dict[str, object] = {
     "reasoning_steps": 3, "think_layers": 2, "think_heads": 8, "think_inner_size": None, "think_dropout": 0.1,
-    "think_step_embedding": True, "think_context": "full", "think_norm_first": True, "pooling": "attention",
+    "think_step_embedding": True, "think_context": "full", "think_norm_first": True, "think_output": "direct",
+    "pooling": "attention",
     "use_diffusion": True, "policy_mean": "cond", "diffusion_steps": 16, "denoiser_hidden_mult": 4,
     "denoiser_dropout": 0.1, "denoiser_output": "direct", "denoiser_zero_init": False, "sigma_min": 0.001,
     "sigma_max": 1.0, "sigma_softplus_offset": 0.00001, "schedule_s": 0.008, "schedule_use": "none",
@@ -147,6 +148,7 @@ class DiffuReason(ReasoningRecommender):
         "think_step_embedding": Bool(),
         "think_context": Choice(choices=THINK_CONTEXTS),
         "think_norm_first": Bool(),
+        "think_output": Choice(choices=THINK_OUTPUTS),
         "pooling": Choice(choices=POOLINGS),
         "use_diffusion": Bool(),
         "policy_mean": Choice(choices=("cond", "last_thought")),
@@ -216,6 +218,7 @@ class DiffuReason(ReasoningRecommender):
             step_embedding=config["think_step_embedding"],
             context=config["think_context"],
             norm_first=config["think_norm_first"],
+            output=config["think_output"],
         )
         self.pooling = build_pooling(config["pooling"], self.hidden_size)
         self.use_diffusion = config["use_diffusion"]
@@ -240,6 +243,10 @@ class DiffuReason(ReasoningRecommender):
         if config["reasoning_init"] == "recbole":
             for module in self.reasoning_modules():
                 module.apply(self.init_like_sasrec)
+            # The zero-initialised outputs are what make the model start as its backbone; RecBole's init undid them.
+            self.thinker.reset_zero_output()
+            if self.use_diffusion:
+                self.refiner.reset_zero_output()
         self.training_schedule = config["training_schedule"]
         # A backbone loaded from a trained checkpoint is the one backbone_first would train first.
         self.backbone_trained = bool(config["backbone_checkpoint"]) if "backbone_checkpoint" in config else False

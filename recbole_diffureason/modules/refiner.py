@@ -86,11 +86,16 @@ class DiffusionRefiner(nn.Module):
         self.body = nn.Sequential(
             nn.SiLU(), nn.Dropout(dropout), nn.Linear(wide, wide), nn.SiLU(), nn.Dropout(dropout), nn.Linear(wide, 2 * d)
         )
-        if zero_init:
-            nn.init.zeros_(self.body[-1].weight[:d])
-            nn.init.zeros_(self.body[-1].bias[:d])
+        self.zero_init = zero_init
+        self.reset_zero_output()
         self.register_buffer("alpha_bar", cosine_alpha_bar(n_steps, schedule_s), persistent=False)
         self.register_buffer("steps", torch.arange(1, n_steps + 1), persistent=False)
+
+    def reset_zero_output(self) -> None:
+        """With ``zero_init``, zero the mu half of the last layer again (after any re-initialisation of the module)."""
+        if self.zero_init:
+            nn.init.zeros_(self.body[-1].weight[: self.hidden_size])
+            nn.init.zeros_(self.body[-1].bias[: self.hidden_size])
 
     def time_embeddings(self) -> torch.Tensor:
         """``t_emb`` for t = 1..T, shape ``[T, d]`` (row t-1 is step t)."""

@@ -13,6 +13,9 @@ import torch
 import torch.nn as nn
 
 THINK_CONTEXTS = ("full", "last")
+# direct: tau_r is ThinkDec's output (the paper). residual (not in the paper): tau_r = tau_{r-1} + W ThinkDec(...)
+# with W zero-initialised, so every thought starts at h_L and training only moves it away as far as it helps.
+THINK_OUTPUTS = ("direct", "residual")
 POOLINGS = ("attention", "mean", "last")
 
 
@@ -35,7 +38,10 @@ class ThinkingTokens(nn.Module):
     to the unpadded backbone states, GELU FFN) with a final LayerNorm (``norm_first=False``: post-LN, no final
     LayerNorm); ``tau_r`` is its output at the last
     position. Step embeddings (docs/design.md [R] 5.10.2) tell the decoder which step it is on. ``context='last'``
-    feeds only ``tau_{r-1}``, the literal Markov reading of Eq. 1.
+    feeds only ``tau_{r-1}``, the literal Markov reading of Eq. 1. ``output='residual'`` (not in the paper) makes
+    each thought a zero-initialised step from the previous one, ``tau_r = tau_{r-1} + W ThinkDec(...)``: supervised
+    as next-item predictions, the paper's free thoughts lean on popular items (docs/results/diagnosis.md), while a
+    step from ``h_L`` starts as the backbone's prediction.
 
     Args:
         hidden_size: width d of the backbone states.
@@ -54,14 +60,18 @@ class ThinkingTokens(nn.Module):
         context: str = "full",
         layer_norm_eps: float = 1e-5,
         norm_first: bool = True,
+        output: str = "direct",
     ):
         super().__init__()
         if n_steps < 1:
             raise ValueError(f"n_steps (R) must be >= 1, got {n_steps}.")
         if context not in THINK_CONTEXTS:
             raise ValueError(f"context must be one of {THINK_CONTEXTS}, got {context!r}.")
+        if output not in THINK_OUTPUTS:
+            raise ValueError(f"output must be one of {THINK_OUTPUTS}, got {output!r}.")
         self.n_steps = n_steps
         self.context = context
+        self.residual_out: Optional[nn.Linear] = None
         self.decoder: Optional[nn.TransformerDecoder] = None
         self.step_embedding: Optional[nn.Embedding] = None
         if n_steps > 1:
@@ -80,6 +90,16 @@ class ThinkingTokens(nn.Module):
             self.decoder = nn.TransformerDecoder(layer, num_layers=n_layers, norm=final_norm)
             if step_embedding:
                 self.step_embedding = nn.Embedding(n_steps - 1, hidden_size)
+            if output == "residual":
+                self.residual_out = nn.Linear(hidden_size, hidden_size)
+                self.reset_zero_output()
+
+    def reset_zero_output(self) -> None:
+        """Zero the residual step's projection again (after any re-initialisation of the module): each thought
+        then starts at ``h_L``. Nothing to do for ``output='direct'``."""
+        if self.residual_out is not None:
+            nn.init.zeros_(self.residual_out.weight)
+            nn.init.zeros_(self.residual_out.bias)
 
     def forward(self, memory: torch.Tensor, memory_padding_mask: torch.Tensor, h_last: torch.Tensor) -> torch.Tensor:
         """Return the thoughts ``[B, R, d]``.
@@ -104,7 +124,8 @@ class ThinkingTokens(nn.Module):
             out = self.decoder(
                 prefix, memory, tgt_mask=causal, memory_key_padding_mask=memory_padding_mask, tgt_is_causal=True
             )
-            thoughts.append(out[:, -1])
+            step = out[:, -1]
+            thoughts.append(step if self.residual_out is None else thoughts[-1] + self.residual_out(step))
         return torch.stack(thoughts, dim=1)
 
 
