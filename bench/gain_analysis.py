@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bench.run_benchmark import ROOT, load_protocol, machine, percent, repo_relative, run_seeds
 
@@ -37,6 +37,31 @@ def finished_checkpoint(work: Path, tag: str) -> Optional[str]:
     if not result.is_file() or not json.loads(result.read_text(encoding="utf-8")).get("finished"):
         return None
     return repo_relative(work / f"{tag}.pth")
+
+
+def finished_pairs(protocol_path: Path, runs: Sequence[str], work: Optional[Path] = None
+                   ) -> Tuple[Dict[str, Any], str, Path, List[Tuple[str, int, str, str]], List[str]]:
+    """The protocol, its baseline run name, its work folder, ``(run, seed, checkpoint, baseline checkpoint)`` of
+    every finished seed of ``runs`` whose baseline seed finished too, and the ``"<run> seed <seed>"`` left out."""
+    protocol = load_protocol(protocol_path)
+    baseline = protocol.get("baseline")
+    if not baseline:
+        raise SystemExit(f"{protocol_path}: the protocol names no 'baseline' run to compare against.")
+    known = {run["name"]: run for run in protocol["runs"]}
+    unknown = [name for name in runs if name not in known]
+    if unknown:
+        raise SystemExit(f"{protocol_path} has no run named {', '.join(unknown)}; its runs: {', '.join(known)}.")
+    work = (work or ROOT / "bench" / "work" / protocol["name"]).resolve()
+    pairs, skipped = [], []
+    for name in runs:
+        for seed in run_seeds(protocol, known[name]):
+            model_file = finished_checkpoint(work, f"{name}-seed{seed}")
+            baseline_file = finished_checkpoint(work, f"{baseline}-seed{seed}")
+            if model_file and baseline_file:
+                pairs.append((name, seed, model_file, baseline_file))
+            else:
+                skipped.append(f"{name} seed {seed}")
+    return protocol, baseline, work, pairs, skipped
 
 
 def analyse_pair(model_file: str, baseline_file: str, out_dir: Path) -> Dict[str, Any]:
@@ -123,27 +148,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.markdown_only:
         return rewrite_markdown(args.out / f"{load_protocol(args.protocol)['name']}_gains")
 
-    protocol = load_protocol(args.protocol)
-    baseline = protocol.get("baseline")
-    if not baseline:
-        raise SystemExit(f"{args.protocol}: the protocol names no 'baseline' run to compare against.")
-    known = {run["name"]: run for run in protocol["runs"]}
-    unknown = [name for name in args.runs if name not in known]
-    if unknown:
-        raise SystemExit(f"{args.protocol} has no run named {', '.join(unknown)}; its runs: {', '.join(known)}.")
-    work = (args.work or ROOT / "bench" / "work" / protocol["name"]).resolve()
+    protocol, baseline, work, pairs, skipped = finished_pairs(args.protocol, args.runs, args.work)
     start = time.time()
-    rows, skipped = [], []
-    for name in args.runs:
-        for seed in run_seeds(protocol, known[name]):
-            model_file = finished_checkpoint(work, f"{name}-seed{seed}")
-            baseline_file = finished_checkpoint(work, f"{baseline}-seed{seed}")
-            if not model_file or not baseline_file:
-                skipped.append(f"{name} seed {seed}")
-                continue
-            print(f"[{name}-seed{seed}] against {baseline}-seed{seed}", flush=True)
-            pair = analyse_pair(model_file, baseline_file, work / "analysis" / f"{name}-seed{seed}")
-            rows.append({"run": name, "seed": seed, **pair})
+    rows = []
+    for name, seed, model_file, baseline_file in pairs:
+        print(f"[{name}-seed{seed}] against {baseline}-seed{seed}", flush=True)
+        pair = analyse_pair(model_file, baseline_file, work / "analysis" / f"{name}-seed{seed}")
+        rows.append({"run": name, "seed": seed, **pair})
     if not rows:
         raise SystemExit(f"No finished seed of {', '.join(args.runs)} has a finished {baseline} of the same seed "
                          f"in {work}; nothing written.")

@@ -17,12 +17,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from bench.gain_analysis import finished_checkpoint
-from bench.run_benchmark import ROOT, load_protocol, machine, run_seeds
+from bench.gain_analysis import finished_pairs
+from bench.run_benchmark import ROOT, machine
 
 GROUPS = 4
 
@@ -105,27 +105,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="work folder (default bench/work/<protocol>)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results", help="where the summary goes")
     args = parser.parse_args(argv)
-    protocol = load_protocol(args.protocol)
-    work = args.work or ROOT / "bench" / "work" / protocol["name"]
-    baseline = protocol.get("baseline")
-    if not baseline:
-        raise SystemExit(f"{args.protocol} names no baseline run to compare against.")
-    runs = {run["name"]: run for run in protocol["runs"]}
-    unknown = [name for name in args.runs if name not in runs]
-    if unknown:
-        raise SystemExit(f"No run named {', '.join(unknown)} in {args.protocol}; its runs: {', '.join(runs)}.")
-    start, rows, skipped = time.time(), [], []
-    for name in args.runs:
-        for seed in run_seeds(protocol, runs[name]):
-            model_file = finished_checkpoint(work, f"{name}-seed{seed}")
-            baseline_file = finished_checkpoint(work, f"{baseline}-seed{seed}")
-            if not model_file or not baseline_file:
-                skipped.append(f"{name} seed {seed}")
-                continue
-            print(f"[{name}-seed{seed}] against {baseline}-seed{seed} ({args.split})", flush=True)
-            rows.append({"run": name, "seed": seed, **compare(model_file, baseline_file, args.split, args.subsets)})
+    protocol, baseline, _, pairs, skipped = finished_pairs(args.protocol, args.runs, args.work)
+    start, rows = time.time(), []
+    for name, seed, model_file, baseline_file in pairs:
+        print(f"[{name}-seed{seed}] against {baseline}-seed{seed} ({args.split})", flush=True)
+        rows.append({"run": name, "seed": seed, **compare(model_file, baseline_file, args.split, args.subsets)})
     if not rows:
-        raise SystemExit(f"No finished seed of {', '.join(args.runs)} with its {baseline} seed in {work}.")
+        raise SystemExit(f"No finished seed of {', '.join(args.runs)} has a finished {baseline} of the same seed; "
+                         "nothing written.")
     summary = {"protocol": protocol["name"], "baseline": baseline, "split": args.split, "rows": rows,
                "not_finished": skipped, "command": "python -m bench.step_groups " + " ".join(sys.argv[1:] if argv is None else argv),
                "machine": machine(), "seconds": round(time.time() - start, 1)}

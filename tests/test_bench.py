@@ -497,5 +497,5 @@ def test_step_groups_compares_each_finished_seed_per_popularity_quarter(tiny_con
     assert list(row["scorings"]) == ["tau_1", "tau_2", "tau_3", "mu", "steps_mean"]
     assert sum(row["group_rows"]) == 80 and len(row["scorings"]["mu"]["group_gain_ndcg@10_pct"]) == len(row["groups"])
     assert "| steps_mean |" in (out / "p_step_groups.md").read_text(encoding="utf-8")
-    with pytest.raises(SystemExit, match="No run named DRX"):
+    with pytest.raises(SystemExit, match="has no run named DRX"):
         step_groups.main([str(protocol), "--runs", "DRX", "--work", str(work)])
