@@ -93,7 +93,8 @@ def has_thoughts(model) -> bool:
 
 
 def thought_scorers(model, steps: int) -> Dict[str, Callable]:
-    """``tau_1 .. tau_R`` scored as ``score_all(tau_r)``; ``mu`` is the model's own full-sort prediction."""
+    """``tau_1 .. tau_R`` scored as ``score_all(tau_r)``, and ``mu`` (also when the model scores another latent,
+    e.g. ``eval_latent: steps_mean``)."""
     # One forward pass per batch serves all R thoughts. The cache holds the batch itself and compares identity:
     # an id() key is reused by the next batch once the previous one is freed, which scored stale thoughts.
     cache: Dict[str, Any] = {"batch": None, "thoughts": None}
@@ -106,7 +107,7 @@ def thought_scorers(model, steps: int) -> Dict[str, Callable]:
         return score
 
     scorers = {f"tau_{r + 1}": thought(r) for r in range(steps)}
-    scorers["mu"] = model.full_sort_predict
+    scorers["mu"] = lambda interaction: model.score_all(model.anchor(interaction, latent="mu"))
     return scorers
 
 

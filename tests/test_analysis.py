@@ -223,3 +223,19 @@ def test_analyze_on_the_validation_split_matches_the_runs_best_valid_result(trai
     assert valid_low == test_low - 1  # the validation item comes one interaction before the test item
     with pytest.raises(AnalysisError, match="split must be one of test, valid"):
         analyze(model["saved_model_file"], out_dir=str(workdir / "x"), plot=False, split="train")
+
+
+def test_the_mu_step_is_mu_when_the_model_scores_the_mean_of_the_steps(tiny_config):
+    import torch
+
+    from tests.helpers import build, first_batch
+
+    _, model, _, _, test_data = build("DiffuReasonSASRec", tiny_config, thought_rec_weight=1.0,
+                                      eval_latent="steps_mean")
+    model.eval()
+    batch = first_batch(test_data)
+    with torch.no_grad():
+        mu = model.score_all(model(batch, draw=0).policy.mu)
+        scored = thought_scorers(model, steps=3)["mu"](batch)
+        assert torch.allclose(scored, mu, atol=1e-5)
+        assert not torch.allclose(scored, model.full_sort_predict(batch), atol=1e-4)  # the model scores the mean

@@ -365,15 +365,17 @@ class DiffuReason(ReasoningRecommender):
             policy = self.policy_head(mean, cond)
         return ReasoningOutput(policy, thoughts, cond)
 
-    def anchor(self, interaction) -> torch.Tensor:
-        """``z_anchor = mu``; averaged over ``eval_noise_draws`` noise draws in evaluation.
+    def anchor(self, interaction, latent: Optional[str] = None) -> torch.Tensor:
+        """``z_anchor = mu``; averaged over ``eval_noise_draws`` noise draws in evaluation. ``latent`` (one of
+        ``EVAL_LATENTS``) overrides ``eval_latent`` for this call, so analyses can score mu whatever the model scores.
 
         With ``eval_latent: backbone`` evaluation scores the backbone's own ``h_L`` instead: what the backbone
         inside this model ranks without the reasoning path, so the path's contribution can be measured. So does
         the ``backbone`` stage of ``backbone_first``, whose early stopping must judge the backbone it trains.
         With ``eval_latent: steps_mean`` it scores the mean of the thoughts and ``mu`` (see ``EVAL_LATENTS``).
         """
-        if not self.training and (self.eval_latent == "backbone" or self.stage == "backbone"):
+        latent = latent or self.eval_latent
+        if not self.training and (latent == "backbone" or self.stage == "backbone"):
             return self.encode(interaction)[2]
         if self.training:
             return self.forward(interaction).policy.mu
@@ -381,7 +383,7 @@ class DiffuReason(ReasoningRecommender):
         outputs = [self.forward(interaction, draw=i) for i in range(draws)]
         mu = torch.stack([out.policy.mu for out in outputs]).mean(0)
         mu = self.scale_reasoning_shift(mu, outputs[0].thoughts[:, 0])
-        if self.eval_latent == "steps_mean":
+        if latent == "steps_mean":
             return torch.cat([outputs[0].thoughts, mu.unsqueeze(1)], dim=1).mean(dim=1)
         return mu
 
