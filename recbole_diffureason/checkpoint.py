@@ -44,6 +44,7 @@ RESUME_FREE_KEYS = frozenset({
 # without the key resumes under that value (any other value is a different configuration).
 KEYS_ADDED_LATER: Dict[str, Any] = {
     "thought_rec_weight": 0.0,  # 2026-12-07: CE on the later thoughts; 0 is the loss every earlier run had
+    "think_output": "direct",  # 2026-12-07: residual thoughts; direct is what every earlier run computed
 }
 
 

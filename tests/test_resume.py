@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from recbole_diffureason import checkpoint
 from recbole_diffureason.cli import main
@@ -27,6 +28,7 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 import torch
+import yaml
 torch.set_num_threads(1)
 from recbole_diffureason.quick_start import run
 from recbole_diffureason.trainer import DRTrainerMixin
@@ -193,3 +195,47 @@ def test_a_run_written_before_a_key_existed_resumes_only_under_the_value_it_trai
         "thought_rec_weight: 0.0 -> 0.5"]
     assert checkpoint.config_differences(stored, dict(stored, some_new_key=0.0)) == [
         "some_new_key: None -> 0.0"]  # a key not declared as added later is still a difference
+
+
+# Every model key of properties/model/*.yaml when KEYS_ADDED_LATER was started (2026-12-07). A key added since must be
+# declared there with the value earlier runs computed, or every run written before it can no longer resume.
+MODEL_KEYS_BEFORE_THE_REGISTRY = frozenset({
+    'ablation', 'adv_eps', 'aggregation', 'align_gradient', 'alpha', 'attn_dropout_prob', 'backbone_checkpoint',
+    'backbone_rec_weight', 'beam_width', 'beta', 'cl_similarity', 'cl_temperature', 'cl_weight', 'clip_eps',
+    'clip_grad_norm', 'codebook_size', 'core_layers', 'd_ff', 'd_kv', 'd_model', 'decoder_layers',
+    'denoiser_dropout', 'denoiser_hidden_mult', 'denoiser_output', 'denoiser_zero_init', 'depth_cap_factor',
+    'depth_sampling', 'depth_sigma', 'detach_actions', 'detach_target', 'diagnose', 'diagnose_every', 'diff_loss',
+    'diff_loss_reduction', 'diffusion_steps', 'dropout_prob', 'encoder_layers', 'epochs', 'eval_depth', 'eval_init',
+    'eval_init_noise', 'eval_latent', 'eval_noise_draws', 'eval_noise_seed', 'eval_residual_scale',
+    'eval_sample_intermediate', 'group_size', 'hidden_act', 'hidden_dropout_prob', 'hidden_size',
+    'init_distribution', 'init_noise_relative', 'init_noise_scale', 'init_std', 'initializer_range', 'inner_size',
+    'kl_beta', 'kl_weight', 'layer_norm_eps', 'layer_type', 'learner', 'learning_rate', 'loss_type',
+    'mask_false_negatives', 'mean_depth', 'n_heads', 'n_layers', 'noise_factor', 'noisy_self_feed', 'pl_weight',
+    'policy_mean', 'policy_step_reduction', 'pooling', 'pre_layers', 'pre_model_path', 'preset', 'qk_dim',
+    'reason_step', 'reasoning_init', 'reasoning_learning_rate', 'reasoning_steps', 'reward', 'reward_candidates',
+    'reward_k', 'reward_rank_method', 'rollout_depth', 'rpt_epochs', 'rpt_filter', 'rpt_filter_topk',
+    'rpt_filter_trials', 'rpt_learning_rate', 'same_target_positive', 'scale_eval_logits', 'schedule_s',
+    'schedule_use', 'sid_decoder_dropout', 'sid_decoder_heads', 'sid_decoder_inner_size', 'sid_decoder_layers',
+    'sigma_max', 'sigma_min', 'sigma_softplus_offset', 'sla_weight', 'spt_epochs', 'spt_learning_rate',
+    'stage1_epochs', 'state_scale', 'stopping_step', 'tau', 'temp_scale', 'temperature', 'think_context',
+    'think_dropout', 'think_heads', 'think_inner_size', 'think_layers', 'think_norm_first', 'think_step_embedding',
+    'tie_sid_heads', 'time_bias', 'time_bias_uses_target', 'tla_weight', 'train_batch_size',
+    'train_sample_intermediate', 'train_stage', 'training_schedule', 'two_stage_finetune_loss', 'use_diffusion',
+    'user_tokens', 'v_dim', 'warmup', 'wrapper_dropout',
+})
+
+
+def test_every_model_key_added_since_the_registry_is_declared_with_its_earlier_value():
+    added = set()
+    for path in sorted((ROOT / "properties" / "model").glob("*.yaml")):
+        added |= set(yaml.safe_load(path.read_text(encoding="utf-8")) or {}) - MODEL_KEYS_BEFORE_THE_REGISTRY
+    missing = sorted(added - set(checkpoint.KEYS_ADDED_LATER))
+    assert not missing, (f"{missing}: new model keys; add each to checkpoint.KEYS_ADDED_LATER with the value that "
+                         "computes what runs written before it computed, so those runs still resume")
+
+
+def test_a_run_written_before_think_output_existed_resumes_under_direct_thoughts():
+    stored = {"thought_rec_weight": 1.0}
+    assert checkpoint.config_differences(stored, dict(stored, think_output="direct")) == []
+    assert checkpoint.config_differences(stored, dict(stored, think_output="residual")) == [
+        "think_output: 'direct' -> 'residual'"]
