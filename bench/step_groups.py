@@ -6,7 +6,9 @@ mean latent of every subset of steps) against the protocol's baseline, overall a
 (from the repository root, after the runs finished). The validation split is the default: it is where a choice
 between scorings may be made (``--split test`` explains a chosen model and chooses nothing). The steps are
 ``tau_1 = h_L .. tau_R`` and ``mu`` (one seeded noise draw, as evaluation scores it); ``steps_mean`` below is their
-mean latent, what ``eval_latent: steps_mean`` scores. Writes docs/results/<protocol>_step_groups.{json,md}.
+mean latent, what ``eval_latent: steps_mean`` scores; ``--popularity-shifts C ...`` also scores ``steps_mean + C log
+p(item)``, to see whether moving the ranking toward or away from popular items would gain. Writes
+docs/results/<protocol>_step_groups.{json,md}.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from bench.run_benchmark import ROOT, machine
 GROUPS = 4
 
 
-def step_scorers(model, steps: int, subsets: bool) -> Dict[str, Callable]:
-    """Scorers of each step alone, of the mean of all steps and, with ``subsets``, of every other subset's mean."""
+def step_scorers(model, steps: int, subsets: bool, shifts: Sequence[float] = (),
+                 log_prior: Optional[Any] = None) -> Dict[str, Callable]:
+    """Scorers of each step alone, of the mean of all steps and, with ``subsets``, of every other subset's mean.
+    Each of ``shifts`` adds a scorer ``steps_mean + c log p(item)``: the mean of the steps moved toward (c > 0) or
+    away from (c < 0) the items popular as training targets (``log_prior``: log p(item) per item id)."""
     import torch
 
     cache: Dict[str, Any] = {"batch": None, "steps": None}
@@ -43,17 +48,32 @@ def step_scorers(model, steps: int, subsets: bool) -> Dict[str, Callable]:
     chosen = [(i,) for i in range(len(names))] + [tuple(range(len(names)))]
     if subsets:
         chosen = [c for n in range(1, len(names) + 1) for c in itertools.combinations(range(len(names)), n)]
-    return {("steps_mean" if len(c) == len(names) else "+".join(names[i] for i in c)):
-            (lambda interaction, c=list(c): model.score_all(latents(interaction)[:, c].mean(1))) for c in chosen}
+    scorers = {("steps_mean" if len(c) == len(names) else "+".join(names[i] for i in c)):
+               (lambda interaction, c=list(c): model.score_all(latents(interaction)[:, c].mean(1))) for c in chosen}
+    for shift in shifts:
+        scorers[f"steps_mean {shift:+g} log p(item)"] = (
+            lambda interaction, shift=shift: scorers["steps_mean"](interaction) + shift * log_prior)
+    return scorers
 
 
-def compare(model_file: str, baseline_file: str, split: str, subsets: bool) -> Dict[str, Any]:
+def log_target_prior(train_data):
+    """log p(item) as a training target, add-one smoothed, as a tensor over item ids."""
+    import torch
+
+    from recbole_diffureason.analysis import item_popularity
+
+    counts = torch.as_tensor(item_popularity(train_data), dtype=torch.float64) + 1
+    return (counts / counts.sum()).log().float()
+
+
+def compare(model_file: str, baseline_file: str, split: str, subsets: bool, shifts: Sequence[float] = ()) -> Dict[str, Any]:
     from recbole_diffureason.analysis import _load, evaluate_rows, item_popularity, quantile_groups
 
     _, baseline, _, train_data, eval_data = _load(baseline_file, None, split)
     base = evaluate_rows(baseline, eval_data, {"baseline": baseline.full_sort_predict}, 10)
     config, model, _, _, model_data = _load(model_file, None, split)
-    rows = evaluate_rows(model, model_data, step_scorers(model, int(config["reasoning_steps"]), subsets), 10)
+    scorers = step_scorers(model, int(config["reasoning_steps"]), subsets, shifts, log_target_prior(train_data))
+    rows = evaluate_rows(model, model_data, scorers, 10)
     position = {user: i for i, user in enumerate(rows["user"])}
     order = np.array([position[user] for user in base["user"]])
     if not (rows["target"][order] == base["target"]).all():
@@ -102,6 +122,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--runs", nargs="+", required=True, help="DiffuReason run names of the protocol")
     parser.add_argument("--split", choices=("valid", "test"), default="valid")
     parser.add_argument("--subsets", action="store_true", help="also score the mean latent of every subset of steps")
+    parser.add_argument("--popularity-shifts", nargs="+", type=float, default=[], metavar="C",
+                        help="also score steps_mean + C log p(item) for each C (C < 0: away from popular items)")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default bench/work/<protocol>)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results", help="where the summary goes")
     args = parser.parse_args(argv)
@@ -109,7 +131,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start, rows = time.time(), []
     for name, seed, model_file, baseline_file in pairs:
         print(f"[{name}-seed{seed}] against {baseline}-seed{seed} ({args.split})", flush=True)
-        rows.append({"run": name, "seed": seed, **compare(model_file, baseline_file, args.split, args.subsets)})
+        rows.append({"run": name, "seed": seed, **compare(model_file, baseline_file, args.split, args.subsets,
+                                                                args.popularity_shifts)})
     if not rows:
         raise SystemExit(f"No finished seed of {', '.join(args.runs)} has a finished {baseline} of the same seed; "
                          "nothing written.")

@@ -475,6 +475,13 @@ def test_step_scorers_score_each_step_and_their_mean_as_the_model_does(tiny_conf
         assert torch.allclose(scorers["steps_mean"](batch), model.full_sort_predict(batch), atol=1e-5)
         assert torch.allclose(scorers["tau_1"](batch), model.score_all(model.encode(batch)[2]), atol=1e-5)
     assert len(step_scorers(model, 3, subsets=True)) == 15  # every non-empty subset of 4 steps
+    log_prior = torch.linspace(-9, -1, model.n_items)
+    shifted = step_scorers(model, 3, subsets=False, shifts=[0.5, -1], log_prior=log_prior)
+    assert list(shifted)[-2:] == ["steps_mean +0.5 log p(item)", "steps_mean -1 log p(item)"]
+    with torch.no_grad():
+        mean = shifted["steps_mean"](batch)
+        assert torch.allclose(shifted["steps_mean +0.5 log p(item)"](batch), mean + 0.5 * log_prior)
+        assert torch.allclose(shifted["steps_mean -1 log p(item)"](batch), mean - log_prior)
 
 
 def test_step_groups_compares_each_finished_seed_per_popularity_quarter(tiny_config, workdir):
@@ -490,11 +497,12 @@ def test_step_groups_compares_each_finished_seed_per_popularity_quarter(tiny_con
         (work / f"{tag}.json").write_text(json.dumps({"finished": True}), encoding="utf-8")
     protocol = workdir / "p.yaml"
     protocol.write_text(yaml.safe_dump(dict(PROTOCOL, dataset="tiny", seeds=[1, 2])), encoding="utf-8")
-    assert step_groups.main([str(protocol), "--runs", "DR", "--work", str(work), "--out", str(out)]) == 0
+    assert step_groups.main([str(protocol), "--runs", "DR", "--work", str(work), "--out", str(out),
+                             "--popularity-shifts", "0.1"]) == 0
     summary = json.loads((out / "p_step_groups.json").read_text(encoding="utf-8"))
     assert summary["split"] == "valid" and summary["not_finished"] == ["DR seed 2"]
     row = summary["rows"][0]
-    assert list(row["scorings"]) == ["tau_1", "tau_2", "tau_3", "mu", "steps_mean"]
+    assert list(row["scorings"]) == ["tau_1", "tau_2", "tau_3", "mu", "steps_mean", "steps_mean +0.1 log p(item)"]
     assert sum(row["group_rows"]) == 80 and len(row["scorings"]["mu"]["group_gain_ndcg@10_pct"]) == len(row["groups"])
     assert "| steps_mean |" in (out / "p_step_groups.md").read_text(encoding="utf-8")
     with pytest.raises(SystemExit, match="has no run named DRX"):
