@@ -7,7 +7,8 @@ mean latent of every subset of steps) against the protocol's baseline, overall a
 between scorings may be made (``--split test`` explains a chosen model and chooses nothing). The steps are
 ``tau_1 = h_L .. tau_R`` and ``mu`` (one seeded noise draw, as evaluation scores it); ``steps_mean`` below is their
 mean latent, what ``eval_latent: steps_mean`` scores; ``--popularity-shifts C ...`` also scores ``steps_mean + C log
-p(item)``, to see whether moving the ranking toward or away from popular items would gain. Writes
+p(item)``, and the baseline with the same shifts, to see whether moving the ranking toward or away from popular
+items would gain, and whether for both models alike (then it is calibration, not reasoning). Writes
 docs/results/<protocol>_step_groups.{json,md}.
 """
 
@@ -51,9 +52,13 @@ def step_scorers(model, steps: int, subsets: bool, shifts: Sequence[float] = (),
     scorers = {("steps_mean" if len(c) == len(names) else "+".join(names[i] for i in c)):
                (lambda interaction, c=list(c): model.score_all(latents(interaction)[:, c].mean(1))) for c in chosen}
     for shift in shifts:
-        scorers[f"steps_mean {shift:+g} log p(item)"] = (
+        scorers[shifted_name("steps_mean", shift)] = (
             lambda interaction, shift=shift: scorers["steps_mean"](interaction) + shift * log_prior)
     return scorers
+
+
+def shifted_name(scoring: str, shift: float) -> str:
+    return f"{scoring} {shift:+g} log p(item)"
 
 
 def log_target_prior(train_data):
@@ -70,9 +75,14 @@ def compare(model_file: str, baseline_file: str, split: str, subsets: bool, shif
     from recbole_diffureason.analysis import _load, evaluate_rows, item_popularity, quantile_groups
 
     _, baseline, _, train_data, eval_data = _load(baseline_file, None, split)
-    base = evaluate_rows(baseline, eval_data, {"baseline": baseline.full_sort_predict}, 10)
+    log_prior = log_target_prior(train_data)
+    # The baseline gets the same shifts: a shift that helps both models is calibration, not what reasoning adds.
+    base_scorers = {"baseline": baseline.full_sort_predict, **{
+        shifted_name("baseline", c): (lambda interaction, c=c: baseline.full_sort_predict(interaction) + c * log_prior)
+        for c in shifts}}
+    base = evaluate_rows(baseline, eval_data, base_scorers, 10)
     config, model, _, _, model_data = _load(model_file, None, split)
-    scorers = step_scorers(model, int(config["reasoning_steps"]), subsets, shifts, log_target_prior(train_data))
+    scorers = step_scorers(model, int(config["reasoning_steps"]), subsets, shifts, log_prior)
     rows = evaluate_rows(model, model_data, scorers, 10)
     position = {user: i for i, user in enumerate(rows["user"])}
     order = np.array([position[user] for user in base["user"]])
@@ -80,7 +90,10 @@ def compare(model_file: str, baseline_file: str, split: str, subsets: bool, shif
         raise SystemExit(f"{model_file} and {baseline_file} do not score the same {split} targets.")
     group, labels = quantile_groups(item_popularity(train_data)[base["target"]], GROUPS)
     result: Dict[str, Any] = {"model_file": model_file, "baseline_file": baseline_file, "groups": labels,
-                              "group_rows": np.bincount(group, minlength=len(labels)).tolist(), "scorings": {}}
+                              "group_rows": np.bincount(group, minlength=len(labels)).tolist(), "scorings": {},
+                              "baseline_shifted": {shifted_name("baseline", c): {
+                                  f"{metric}@10": float(base[shifted_name("baseline", c)][metric].mean())
+                                  for metric in ("ndcg", "recall")} for c in shifts}}
     for metric in ("ndcg", "recall"):
         ours_all = {name: rows[name][metric][order] for name in rows if name not in ("user", "target")}
         theirs = base["baseline"][metric]
@@ -104,8 +117,12 @@ def to_markdown(summary: Dict[str, Any]) -> str:
         groups = ", ".join(f"{label} ({n})" for label, n in zip(row["groups"], row["group_rows"]))
         lines += [f"## {row['run']}, seed {row['seed']}", "",
                   f"{summary['baseline']}: NDCG@10 {row['baseline_ndcg@10']:.4f}, Recall@10 "
-                  f"{row['baseline_recall@10']:.4f}. Quarters (target seen n times, users): {groups}.", "",
-                  "| scoring | NDCG@10 | gain | Recall@10 | gain | NDCG@10 gain per quarter, rarest first |",
+                  f"{row['baseline_recall@10']:.4f}. Quarters (target seen n times, users): {groups}.", ""]
+        if row.get("baseline_shifted"):
+            lines += [f"{summary['baseline']} with the same shifts: " + "; ".join(
+                f"{name.replace('baseline ', '')}: NDCG@10 {s['ndcg@10']:.4f}, Recall@10 {s['recall@10']:.4f}"
+                for name, s in row["baseline_shifted"].items()) + ".", ""]
+        lines += ["| scoring | NDCG@10 | gain | Recall@10 | gain | NDCG@10 gain per quarter, rarest first |",
                   "|---|---|---|---|---|---|"]
         for name, s in row["scorings"].items():
             lines.append(f"| {name} | {s['ndcg@10']:.4f} | {s['gain_ndcg@10_pct']:+.1f}% | {s['recall@10']:.4f} | "

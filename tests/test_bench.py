@@ -504,6 +504,9 @@ def test_step_groups_compares_each_finished_seed_per_popularity_quarter(tiny_con
     row = summary["rows"][0]
     assert list(row["scorings"]) == ["tau_1", "tau_2", "tau_3", "mu", "steps_mean", "steps_mean +0.1 log p(item)"]
     assert sum(row["group_rows"]) == 80 and len(row["scorings"]["mu"]["group_gain_ndcg@10_pct"]) == len(row["groups"])
-    assert "| steps_mean |" in (out / "p_step_groups.md").read_text(encoding="utf-8")
+    assert set(row["baseline_shifted"]) == {"baseline +0.1 log p(item)"}
+    assert row["baseline_shifted"]["baseline +0.1 log p(item)"]["ndcg@10"] >= 0
+    markdown = (out / "p_step_groups.md").read_text(encoding="utf-8")
+    assert "| steps_mean |" in markdown and "SASRec with the same shifts: +0.1 log p(item): NDCG@10" in markdown
     with pytest.raises(SystemExit, match="has no run named DRX"):
         step_groups.main([str(protocol), "--runs", "DRX", "--work", str(work)])
