@@ -52,22 +52,24 @@ def step_scorers(model, steps: int, subsets: bool, shifts: Sequence[float] = (),
     scorers = {("steps_mean" if len(c) == len(names) else "+".join(names[i] for i in c)):
                (lambda interaction, c=list(c): model.score_all(latents(interaction)[:, c].mean(1))) for c in chosen}
     for shift in shifts:
-        scorers[shifted_name("steps_mean", shift)] = (
-            lambda interaction, shift=shift: scorers["steps_mean"](interaction) + shift * log_prior)
+        scorers[shifted_name("steps_mean", shift)] = shifted(scorers["steps_mean"], shift, log_prior)
     return scorers
+
+
+def shifted(scorer: Callable, shift: float, log_prior) -> Callable:
+    """``scorer`` with ``shift * log p(item)`` added to every item's score."""
+    return lambda interaction: scorer(interaction) + shift * log_prior
 
 
 def shifted_name(scoring: str, shift: float) -> str:
     return f"{scoring} {shift:+g} log p(item)"
 
 
-def log_target_prior(train_data):
-    """log p(item) as a training target, add-one smoothed, as a tensor over item ids."""
+def log_target_prior(popularity: np.ndarray):
+    """log p(item) from how often each item is a training target, add-one smoothed, as a tensor over item ids."""
     import torch
 
-    from recbole_diffureason.analysis import item_popularity
-
-    counts = torch.as_tensor(item_popularity(train_data), dtype=torch.float64) + 1
+    counts = torch.as_tensor(popularity, dtype=torch.float64) + 1
     return (counts / counts.sum()).log().float()
 
 
@@ -75,11 +77,11 @@ def compare(model_file: str, baseline_file: str, split: str, subsets: bool, shif
     from recbole_diffureason.analysis import _load, evaluate_rows, item_popularity, quantile_groups
 
     _, baseline, _, train_data, eval_data = _load(baseline_file, None, split)
-    log_prior = log_target_prior(train_data)
+    popularity = item_popularity(train_data)
+    log_prior = log_target_prior(popularity)
     # The baseline gets the same shifts: a shift that helps both models is calibration, not what reasoning adds.
     base_scorers = {"baseline": baseline.full_sort_predict, **{
-        shifted_name("baseline", c): (lambda interaction, c=c: baseline.full_sort_predict(interaction) + c * log_prior)
-        for c in shifts}}
+        shifted_name("baseline", c): shifted(baseline.full_sort_predict, c, log_prior) for c in shifts}}
     base = evaluate_rows(baseline, eval_data, base_scorers, 10)
     config, model, _, _, model_data = _load(model_file, None, split)
     scorers = step_scorers(model, int(config["reasoning_steps"]), subsets, shifts, log_prior)
@@ -88,7 +90,7 @@ def compare(model_file: str, baseline_file: str, split: str, subsets: bool, shif
     order = np.array([position[user] for user in base["user"]])
     if not (rows["target"][order] == base["target"]).all():
         raise SystemExit(f"{model_file} and {baseline_file} do not score the same {split} targets.")
-    group, labels = quantile_groups(item_popularity(train_data)[base["target"]], GROUPS)
+    group, labels = quantile_groups(popularity[base["target"]], GROUPS)
     result: Dict[str, Any] = {"model_file": model_file, "baseline_file": baseline_file, "groups": labels,
                               "group_rows": np.bincount(group, minlength=len(labels)).tolist(), "scorings": {},
                               "baseline_shifted": {shifted_name("baseline", c): {

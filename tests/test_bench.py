@@ -498,14 +498,17 @@ def test_step_groups_compares_each_finished_seed_per_popularity_quarter(tiny_con
     protocol = workdir / "p.yaml"
     protocol.write_text(yaml.safe_dump(dict(PROTOCOL, dataset="tiny", seeds=[1, 2])), encoding="utf-8")
     assert step_groups.main([str(protocol), "--runs", "DR", "--work", str(work), "--out", str(out),
-                             "--popularity-shifts", "0.1"]) == 0
+                             "--popularity-shifts", "0.1", "0"]) == 0
     summary = json.loads((out / "p_step_groups.json").read_text(encoding="utf-8"))
     assert summary["split"] == "valid" and summary["not_finished"] == ["DR seed 2"]
     row = summary["rows"][0]
-    assert list(row["scorings"]) == ["tau_1", "tau_2", "tau_3", "mu", "steps_mean", "steps_mean +0.1 log p(item)"]
+    assert list(row["scorings"]) == ["tau_1", "tau_2", "tau_3", "mu", "steps_mean", "steps_mean +0.1 log p(item)",
+                                     "steps_mean +0 log p(item)"]
     assert sum(row["group_rows"]) == 80 and len(row["scorings"]["mu"]["group_gain_ndcg@10_pct"]) == len(row["groups"])
-    assert set(row["baseline_shifted"]) == {"baseline +0.1 log p(item)"}
-    assert row["baseline_shifted"]["baseline +0.1 log p(item)"]["ndcg@10"] >= 0
+    assert set(row["baseline_shifted"]) == {"baseline +0.1 log p(item)", "baseline +0 log p(item)"}
+    # A zero shift is the unshifted scoring, for the baseline and for the mean of the steps.
+    assert row["baseline_shifted"]["baseline +0 log p(item)"]["ndcg@10"] == row["baseline_ndcg@10"]
+    assert row["scorings"]["steps_mean +0 log p(item)"]["ndcg@10"] == row["scorings"]["steps_mean"]["ndcg@10"]
     markdown = (out / "p_step_groups.md").read_text(encoding="utf-8")
     assert "| steps_mean |" in markdown and "SASRec with the same shifts: +0.1 log p(item): NDCG@10" in markdown
     with pytest.raises(SystemExit, match="has no run named DRX"):
