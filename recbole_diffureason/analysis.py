@@ -298,22 +298,25 @@ def analyze(
     else:
         notes.append("no results file found next to the checkpoint: pass --results_file for the training curves")
 
-    # Per-row metrics of the model (and of each thought) on the split.
+    # Per-row metrics of the model's own scoring (what its evaluation reports: mu, or e.g. the mean of the steps
+    # under eval_latent steps_mean), and of each thought and of mu alone.
+    scorers: Dict[str, Callable] = {"model": model.full_sort_predict}
     if has_thoughts(model):
         steps = int(config["reasoning_steps"])
-        rows = evaluate_rows(model, eval_data, thought_scorers(model, steps), k)
+        scorers.update(thought_scorers(model, steps))
+        rows = evaluate_rows(model, eval_data, scorers, k)
         report["thinking_steps"] = [
             {"step": name, f"ndcg@{k}": float(rows[name]["ndcg"].mean()),
              f"recall@{k}": float(rows[name]["recall"].mean())}
             for name in [f"tau_{r + 1}" for r in range(steps)] + ["mu"]
         ]
     else:
-        rows = evaluate_rows(model, eval_data, {"mu": model.full_sort_predict}, k)
+        rows = evaluate_rows(model, eval_data, scorers, k)
         notes.append(f"{config['model']} has no thinking steps: the thinking-step analysis is for DiffuReason models")
 
     # Groups by history length and target popularity, optionally against a baseline.
     users = rows["user"]
-    metrics = {f"ndcg@{k}": rows["mu"]["ndcg"], f"recall@{k}": rows["mu"]["recall"]}
+    metrics = {f"ndcg@{k}": rows["model"]["ndcg"], f"recall@{k}": rows["model"]["recall"]}
     baseline_metrics = None
     if baseline_file:
         baseline_metrics, baseline_name = _baseline_rows(baseline_file, data_path, config, dataset, users,
@@ -350,7 +353,7 @@ def _baseline_rows(baseline_file, data_path, config, dataset, users, targets, k,
     if b_config["dataset"] != config["dataset"]:
         raise AnalysisError(f"The baseline was trained on '{b_config['dataset']}', the model on "
                             f"'{config['dataset']}': compare checkpoints of the same dataset.")
-    b_rows = evaluate_rows(b_model, b_eval, {"mu": b_model.full_sort_predict}, k)
+    b_rows = evaluate_rows(b_model, b_eval, {"model": b_model.full_sort_predict}, k)
     key = lambda ds, u, t: list(zip(_raw(ds, ds.uid_field, u), _raw(ds, ds.iid_field, np.clip(t, 0, None))))  # noqa: E731
     position = {pair: i for i, pair in enumerate(key(b_dataset, b_rows["user"], b_rows["target"]))}
     ours = key(dataset, users, targets)
@@ -359,7 +362,7 @@ def _baseline_rows(baseline_file, data_path, config, dataset, users, targets, k,
         raise AnalysisError(f"The baseline's {split} split lacks {len(missing)} of the model's {len(ours)} rows "
                             f"(e.g. user {missing[0][0]}): both runs need the same data and split settings.")
     order = np.array([position[pair] for pair in ours])
-    return ({f"ndcg@{k}": b_rows["mu"]["ndcg"][order], f"recall@{k}": b_rows["mu"]["recall"][order]},
+    return ({f"ndcg@{k}": b_rows["model"]["ndcg"][order], f"recall@{k}": b_rows["model"]["recall"][order]},
             b_config["model"])
 
 

@@ -239,3 +239,19 @@ def test_the_mu_step_is_mu_when_the_model_scores_the_mean_of_the_steps(tiny_conf
         scored = thought_scorers(model, steps=3)["mu"](batch)
         assert torch.allclose(scored, mu, atol=1e-5)
         assert not torch.allclose(scored, model.full_sort_predict(batch), atol=1e-4)  # the model scores the mean
+
+
+def test_the_paired_test_and_groups_score_what_the_model_scores_not_mu(tiny_config, trained, workdir):
+    # Under eval_latent steps_mean the model's evaluation scores the mean of the steps: the gain reported
+    # against a baseline must be that one, with mu only among the thinking steps.
+    steps_mean = run("DiffuReasonSASRec", "tiny", cmd_args=[], config_dict=dict(
+        tiny_config, epochs=2, thought_rec_weight=1.0, eval_latent="steps_mean"))
+    _, baseline = trained
+    report = analyze(steps_mean["saved_model_file"], baseline_file=baseline["saved_model_file"],
+                     out_dir=str(workdir / "steps_mean"), plot=False)
+    for metric in ("ndcg@10", "recall@10"):
+        assert round(report["paired"][metric]["model"], 4) == steps_mean["test_result"][metric]
+        assert report["overall"][metric] == pytest.approx(report["paired"][metric]["model"])
+    groups = report["groups"]["history_length"]["rows"]
+    assert sum(row["rows"] for row in groups) == 80
+    assert [step["step"] for step in report["thinking_steps"]] == ["tau_1", "tau_2", "tau_3", "mu"]

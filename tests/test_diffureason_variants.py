@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from recbole_diffureason.config import DRConfig, properties_dir, read_yaml
-from recbole_diffureason.model.diffureason import ABLATIONS, ANCHOR_COS_NATURAL, COND_RESIDUAL_AUX, PAPER, RECOMMENDED
+from recbole_diffureason.model.diffureason import (ABLATIONS, ANCHOR_COS_NATURAL, COND_RESIDUAL_AUX, PAPER, RECOMMENDED,
+                                                   SUPERVISED_THOUGHTS)
 from recbole_diffureason.quick_start import build_model
 from recbole_diffureason.registry import get_trainer
 from tests.helpers import build, first_batch
@@ -69,6 +70,15 @@ def test_cond_residual_aux_preset_is_the_paper_with_the_residual_condition_and_t
     assert config["diff_loss"] == "mse" != RECOMMENDED["diff_loss"]
 
 
+def test_supervised_thoughts_preset_is_the_defaults_with_each_thought_trained_and_the_steps_scored(data_root, workdir):
+    assert {k for k in RECOMMENDED if RECOMMENDED[k] != SUPERVISED_THOUGHTS[k]} == {
+        "reasoning_steps", "thought_rec_weight", "eval_latent"}
+    config = DRConfig("DiffuReasonSASRec", "tiny", cmd_args=["--preset=supervised_thoughts", "--reasoning_steps=3"],
+                      config_dict={"data_path": str(data_root)})
+    assert config["thought_rec_weight"] == 1.0 and config["eval_latent"] == "steps_mean"
+    assert config["training_schedule"] == "backbone_first" and config["reasoning_steps"] == 3
+
+
 def test_keys_given_explicitly_win_over_the_preset_but_not_over_an_ablation(data_root, workdir):
     base = {"data_path": str(data_root), "preset": "paper"}
     config = DRConfig("DiffuReasonSASRec", "tiny", config_dict={**base, "alpha": 0.25}, cmd_args=[])
@@ -81,7 +91,7 @@ def test_unknown_preset_is_rejected(data_root, workdir):
     from recbole_diffureason.keys import ConfigError
 
     with pytest.raises(ConfigError, match="'preset' is 'papers', but must be one of 'paper', 'recommended', "
-                                          "'cond_residual_aux', 'anchor_cos_natural'"):
+                                          "'cond_residual_aux', 'anchor_cos_natural', 'supervised_thoughts'"):
         DRConfig("DiffuReasonSASRec", "tiny", config_dict={"data_path": str(data_root), "preset": "papers"},
                  cmd_args=[])
 
