@@ -326,6 +326,29 @@ def test_backbone_first_stage_trains_the_backbone_alone_with_sasrecs_loss_and_sc
         assert not torch.equal(model.full_sort_predict(eval_batch), sasrec.full_sort_predict(eval_batch))
 
 
+def test_supervised_thoughts_with_a_checkpoint_trains_as_the_warm_start_row_it_was_measured_as(tiny_config,
+                                                                                                trained_sasrec):
+    # README reports preset supervised_thoughts by the warm-start benchmark row: the earlier defaults trained end to
+    # end from the checkpoint, with the backbone CE, 5 supervised thoughts and the mean of the steps.
+    warm_row = {"preset": "anchor_cos_natural", "backbone_rec_weight": 1.0, "thought_rec_weight": 1.0,
+                "eval_latent": "steps_mean", "reasoning_steps": 5}
+    models = []
+    for overrides in ({"preset": "supervised_thoughts"}, warm_row):
+        _, model, train_data, _, _ = make(tiny_config, backbone_checkpoint=str(trained_sasrec), **overrides)
+        assert [name for name, _ in model.training_stages()] == ["train"]
+        model.set_training_stage("train")
+        models.append(model)
+    batch = first_batch(train_data)
+    losses = []
+    for model in models:
+        model.train()
+        torch.manual_seed(7)
+        losses.append(model.calculate_loss(batch))
+    assert len(losses[0]) == len(losses[1])
+    for ours, row in zip(*losses):
+        assert torch.equal(ours, row)
+
+
 def test_backbone_first_skips_its_backbone_stage_when_a_trained_backbone_is_loaded(tiny_config, trained_sasrec):
     _, loaded, _, _, _ = make(tiny_config, training_schedule="backbone_first", backbone_checkpoint=str(trained_sasrec))
     assert [name for name, _ in loaded.training_stages()] == ["train"]
