@@ -300,18 +300,17 @@ def analyze(
 
     # Per-row metrics of the model's own scoring (what its evaluation reports: mu, or e.g. the mean of the steps
     # under eval_latent steps_mean), and of each thought and of mu alone.
-    scorers: Dict[str, Callable] = {"model": model.full_sort_predict}
-    if has_thoughts(model):
-        steps = int(config["reasoning_steps"])
-        scorers.update(thought_scorers(model, steps))
-        rows = evaluate_rows(model, eval_data, scorers, k)
+    steps = int(config["reasoning_steps"]) if has_thoughts(model) else 0
+    scorers: Dict[str, Callable] = {"model": model.full_sort_predict,
+                                    **(thought_scorers(model, steps) if steps else {})}
+    rows = evaluate_rows(model, eval_data, scorers, k)
+    if steps:
         report["thinking_steps"] = [
             {"step": name, f"ndcg@{k}": float(rows[name]["ndcg"].mean()),
              f"recall@{k}": float(rows[name]["recall"].mean())}
             for name in [f"tau_{r + 1}" for r in range(steps)] + ["mu"]
         ]
     else:
-        rows = evaluate_rows(model, eval_data, scorers, k)
         notes.append(f"{config['model']} has no thinking steps: the thinking-step analysis is for DiffuReason models")
 
     # Groups by history length and target popularity, optionally against a baseline.
